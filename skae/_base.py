@@ -1,0 +1,413 @@
+"""BaseSparseAutoencoder: the scikit-learn contract shared by every estimator."""
+
+from __future__ import annotations
+
+import copy
+from abc import abstractmethod
+from numbers import Integral, Real
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.base import _fit_context
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+
+from ._engine.data import (
+    RowSource,
+    column_sums,
+    find_non_finite,
+    iter_batches,
+    sequential_chunks,
+    shuffled_chunks,
+)
+from ._engine.device import limited_threads, resolve_device
+from ._engine.training import StoppingRule, train, train_epoch
+
+_FLOATS = (np.float64, np.float32)
+
+
+class BaseSparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Base class for skae's sparse autoencoders. Not for direct use.
+
+    It owns everything a scikit-learn transformer must do: parameter and data
+    validation, fit / partial_fit / warm start, batched transform and
+    inverse_transform, scores, persistence across devices. A subclass declares
+    its own parameters and constraints, and builds its torch module in
+    :meth:`_make_module`; it may check parameter combinations in
+    :meth:`_check_params`.
+    """
+
+    _parameter_constraints: dict = {
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "warm_start": ["boolean"],
+        "device": [str, torch.device],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        n_components,
+        *,
+        learning_rate,
+        batch_size,
+        max_iter,
+        tol,
+        n_iter_no_change,
+        early_stopping,
+        validation_fraction,
+        warm_start,
+        device,
+        random_state,
+        verbose,
+    ):
+        self.n_components = n_components
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.warm_start = warm_start
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ hooks
+
+    @abstractmethod
+    def _make_module(
+        self, n_features: int, mean: torch.Tensor, generator: torch.Generator
+    ) -> torch.nn.Module:
+        """The untrained torch module for data with ``n_features`` columns."""
+
+    def _check_params(self, n_features: int) -> None:
+        """Check parameter combinations that constraints cannot express."""
+
+    # -------------------------------------------------------------- fitting
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Train the autoencoder on X.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Training data. A numpy memmap is streamed from disk chunk by
+            chunk; a sparse matrix is densified one batch at a time.
+        y : Ignored
+            Not used, present for API consistency by convention.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        warm = self.warm_start and hasattr(self, "module_")
+        X = self._validate_X(X, reset=not warm)
+        self._check_params(X.shape[1])
+        return self._train(X, incremental=warm)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y=None):
+        """Make one pass of minibatch updates over X.
+
+        The first call initializes the model from X (its mean sets the
+        input-space bias); later calls continue training it, keeping the
+        optimizer's state. Early stopping does not apply.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            A chunk of training data.
+        y : Ignored
+            Not used, present for API consistency by convention.
+
+        Returns
+        -------
+        self : object
+            The updated estimator.
+        """
+        first_call = not hasattr(self, "module_")
+        X = self._validate_X(X, reset=first_call)
+        self._check_params(X.shape[1])
+        return self._train(X, incremental=not first_call, n_epochs=1)
+
+    def _train(self, X, *, incremental: bool, n_epochs: int | None = None):
+        rng = check_random_state(self.random_state)
+        device = resolve_device(self.device, for_training=True)
+        source = RowSource(X)
+        single_pass = n_epochs is not None
+        train_rows, val_rows = self._split_rows(source.n_rows, rng, single_pass)
+        with limited_threads():
+            if incremental:
+                module = self.module_.to(device)
+            else:
+                col_sum, _, n = column_sums(source, train_rows)
+                mean = torch.from_numpy(col_sum / n)
+                generator = torch.Generator().manual_seed(int(rng.randint(2**31 - 1)))
+                module = self._make_module(source.n_features, mean, generator).to(device)
+            optimizer = torch.optim.Adam(module.parameters(), lr=self.learning_rate)
+            if incremental and getattr(self, "_optimizer_state", None) is not None:
+                optimizer.load_state_dict(self._optimizer_state)
+
+            def train_batches():
+                chunks = shuffled_chunks(source, train_rows, self.batch_size, rng)
+                return iter_batches(source, chunks, self.batch_size, device, rng)
+
+            activity = torch.zeros(module.n_components, device=device)
+            if single_pass:
+                # partial_fit: frequencies and loss are those seen during its pass.
+                loss = train_epoch(module, optimizer, train_batches(), activity)
+                losses, validation, n_rows = [float(loss)], [], len(train_rows)
+            else:
+                history = train(
+                    module,
+                    optimizer,
+                    train_batches,
+                    StoppingRule(self.max_iter, self.tol, self.n_iter_no_change),
+                    validation_batches=self._validation_batches(source, val_rows, device),
+                    verbose=self.verbose,
+                    description=type(self).__name__,
+                )
+                losses, validation = history.loss, history.validation
+                n_rows = self._accumulate_activity(module, source, train_rows, activity)
+        self._set_fitted_state(module, optimizer, X.dtype, losses, validation, incremental)
+        self.activation_frequency_ = (activity / max(n_rows, 1)).cpu().numpy()
+        return self
+
+    def _split_rows(self, n_rows, rng, single_pass):
+        rows = np.arange(n_rows)
+        if single_pass or not self.early_stopping:
+            return rows, None
+        n_val = int(np.ceil(self.validation_fraction * n_rows))
+        if n_val < 1 or n_val >= n_rows:
+            raise ValueError(
+                f"early_stopping with validation_fraction={self.validation_fraction} "
+                f"leaves no training or no validation rows out of {n_rows} samples; "
+                "use more samples, another validation_fraction, or "
+                "early_stopping=False."
+            )
+        permuted = rng.permutation(n_rows)
+        return np.sort(permuted[n_val:]), np.sort(permuted[:n_val])
+
+    def _validation_batches(self, source, val_rows, device):
+        if val_rows is None:
+            return None
+        step = source.chunk_rows(self.batch_size)
+        chunks = [val_rows[i : i + step] for i in range(0, len(val_rows), step)]
+        return lambda: iter_batches(source, chunks, self._inference_batch_rows(), device)
+
+    @torch.no_grad()
+    def _accumulate_activity(self, module, source, rows, activity) -> int:
+        """Add every latent's activity over ``rows`` to ``activity``."""
+        module.eval()
+        step = source.chunk_rows(self.batch_size)
+        chunks = [rows[i : i + step] for i in range(0, len(rows), step)]
+        device = activity.device
+        for x in iter_batches(source, chunks, self._inference_batch_rows(), device):
+            activity += module.activity(module.encode(x)).sum(dim=0)
+        return len(rows)
+
+    def _set_fitted_state(self, module, optimizer, dtype, losses, validation, incremental):
+        self.module_ = module
+        self._optimizer_state = optimizer.state_dict()
+        previous_iter = self.n_iter_ if incremental else 0
+        self.n_iter_ = previous_iter + len(losses)
+        self.loss_curve_ = (list(self.loss_curve_) if incremental else []) + losses
+        if validation:
+            previous = list(getattr(self, "validation_scores_", [])) if incremental else []
+            self.validation_scores_ = previous + [v.explained_variance for v in validation]
+            self.best_validation_score_ = max(self.validation_scores_)
+        atoms = module.W_dec.detach().cpu().numpy()
+        self.components_ = atoms.astype(dtype if dtype in _FLOATS else np.float64)
+
+    # ----------------------------------------------------------- inference
+
+    def transform(self, X):
+        """Encode X into sparse codes.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Data to encode.
+
+        Returns
+        -------
+        codes : ndarray of shape (n_samples, n_components)
+            The codes, in X's float dtype.
+        """
+        check_is_fitted(self)
+        X = self._validate_X(X, reset=False)
+        return self._map_batches(X, lambda m, x: m.encode(x), self._n_features_out)
+
+    def inverse_transform(self, X):
+        """Decode codes back into input space.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_components)
+            Codes, as returned by :meth:`transform`.
+
+        Returns
+        -------
+        X_original : ndarray of shape (n_samples, n_features_in_)
+            The reconstruction, in the codes' float dtype.
+        """
+        check_is_fitted(self)
+        codes = check_array(X, accept_sparse="csr", dtype=_FLOATS)
+        if codes.shape[1] != self._n_features_out:
+            raise ValueError(
+                f"inverse_transform got codes with {codes.shape[1]} columns, but "
+                f"{type(self).__name__} has {self._n_features_out} components."
+            )
+        return self._map_batches(codes, lambda m, z: m.decode(z), self.n_features_in_)
+
+    def score_samples(self, X):
+        """Negative squared reconstruction error of each sample.
+
+        Higher means better reconstructed, i.e. more typical of the training
+        data, as with scikit-learn's outlier detectors.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Data to score.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,)
+            ``-||x - x_hat||^2`` for every row.
+        """
+        check_is_fitted(self)
+        X = self._validate_X(X, reset=False)
+
+        def negative_error(module, x):
+            reconstruction = module.decode(module.encode(x))
+            return -(reconstruction - x).square().sum(dim=1, keepdim=True)
+
+        return self._map_batches(X, negative_error, 1).ravel()
+
+    def score(self, X, y=None):
+        """Explained variance of the reconstruction of X.
+
+        ``1 - sum ||x - x_hat||^2 / sum ||x - mean(X)||^2``: 1 is perfect, 0 is
+        no better than predicting the mean. Higher is better, so
+        ``GridSearchCV`` can use it without a scorer.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Data to reconstruct.
+        y : Ignored
+            Not used, present for API consistency by convention.
+
+        Returns
+        -------
+        score : float
+            The explained variance.
+        """
+        errors = self.score_samples(X)
+        sse = -float(np.sum(errors, dtype=np.float64))
+        X = self._validate_X(X, reset=False)
+        col_sum, squares, n = column_sums(RowSource(X))
+        sst = squares - float(col_sum @ col_sum) / n
+        if sst <= 0:
+            return float(sse == 0.0)
+        return 1.0 - sse / sst
+
+    def _map_batches(self, X, fn, n_out: int) -> np.ndarray:
+        """``fn(module, batch)`` over X in order, gathered into one array."""
+        device = resolve_device(self.device, for_training=False)
+        dtype = X.dtype if X.dtype in _FLOATS else np.float64
+        out = np.empty((X.shape[0], n_out), dtype=dtype)
+        source = RowSource(X)
+        with limited_threads(), torch.inference_mode():
+            module = self.module_.to(device).eval()
+            start = 0
+            for x in self._ordered_batches(source, device):
+                stop = start + x.shape[0]
+                out[start:stop] = fn(module, x).cpu().numpy()
+                start = stop
+        return out
+
+    def _ordered_batches(self, source, device):
+        chunks = sequential_chunks(source.n_rows, source.chunk_rows(self._inference_batch_rows()))
+        return iter_batches(source, chunks, self._inference_batch_rows(), device)
+
+    def _inference_batch_rows(self) -> int:
+        # Large batches for throughput, bounded so activations stay near 64 MiB.
+        width = max(self._n_features_out, getattr(self, "n_features_in_", 1))
+        return int(np.clip(2**24 // width, self.batch_size, 2**16))
+
+    @property
+    def _n_features_out(self) -> int:
+        return self.n_components
+
+    # --------------------------------------------------------- validation
+
+    def _validate_X(self, X, *, reset: bool):
+        """Validate X without copying it; memmaps are checked chunk by chunk."""
+        if isinstance(X, np.memmap) and X.ndim == 2:
+            validate_data(self, X[:1], reset=reset, dtype=None, ensure_all_finite=False)
+            if X.dtype.kind not in "fiub":
+                raise TypeError(f"X has dtype {X.dtype}; a numeric dtype is needed.")
+        else:
+            X = validate_data(
+                self,
+                X,
+                reset=reset,
+                accept_sparse="csr",
+                dtype=_FLOATS,
+                ensure_all_finite=False,
+            )
+        bad = find_non_finite(RowSource(X))
+        if bad is not None:
+            row, col, value = bad
+            kind = "NaN" if np.isnan(value) else "infinity"
+            raise ValueError(
+                f"Input X contains {kind} (first at row {row}, column {col}); "
+                f"{type(self).__name__} needs finite values. Impute or drop them, "
+                "for example with sklearn.impute.SimpleImputer."
+            )
+        return X
+
+    # ------------------------------------------------------- persistence
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        module = state.get("module_")
+        if module is not None and any(p.device.type != "cpu" for p in module.parameters()):
+            state["module_"] = copy.deepcopy(module).cpu()
+        if state.get("_optimizer_state") is not None:
+            state["_optimizer_state"] = _to_cpu(state["_optimizer_state"])
+        return state
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+
+def _to_cpu(obj):
+    """A copy of a nested container of tensors with every tensor on the CPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {key: _to_cpu(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(value) for value in obj)
+    return obj
+

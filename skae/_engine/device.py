@@ -1,0 +1,77 @@
+"""Devices and threads."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+import torch
+from threadpoolctl import threadpool_info
+
+
+def resolve_device(device: str | torch.device, *, for_training: bool) -> torch.device:
+    """The torch device that ``device`` names on this machine.
+
+    ``'auto'`` is CUDA when available, else the CPU. An explicit CUDA device
+    that this machine lacks is an error when training; when predicting with a
+    model loaded on a CPU-only machine it falls back to the CPU with a
+    warning, so a model fit on a GPU still transforms anywhere.
+    """
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(
+            f"device={device!r} is not a device torch knows; use 'auto', 'cpu', "
+            "'cuda' or 'cuda:N'."
+        ) from exc
+    if resolved.type != "cuda":
+        return resolved
+    n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    index = 0 if resolved.index is None else resolved.index
+    if index < n_gpus:
+        return resolved
+    problem = (
+        f"device={device!r} was requested but this machine has "
+        f"{n_gpus} CUDA device(s)"
+    )
+    if for_training:
+        raise ValueError(f"{problem}; use device='auto' or device='cpu'.")
+    warnings.warn(f"{problem}; using the CPU instead.", RuntimeWarning, stacklevel=3)
+    return torch.device("cpu")
+
+
+def thread_budget() -> int:
+    """Threads torch may use here, honouring joblib and threadpoolctl limits.
+
+    joblib's worker processes get ``OMP_NUM_THREADS`` and friends set to their
+    share of the cores, and ``threadpoolctl.threadpool_limits`` lowers the
+    OpenMP and BLAS pools of the current process; torch follows the smallest
+    of these so that ``GridSearchCV(n_jobs=...)`` does not oversubscribe.
+    """
+    limits = [torch.get_num_threads()]
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        value = os.environ.get(name, "")
+        if value.isdigit() and int(value) > 0:
+            limits.append(int(value))
+    for pool in threadpool_info():
+        if pool.get("user_api") in ("openmp", "blas") and pool.get("num_threads"):
+            limits.append(int(pool["num_threads"]))
+    return max(1, min(limits))
+
+
+@contextmanager
+def limited_threads() -> Iterator[int]:
+    """Run torch with :func:`thread_budget` threads, restoring the count after."""
+    before = torch.get_num_threads()
+    budget = thread_budget()
+    if budget != before:
+        torch.set_num_threads(budget)
+    try:
+        yield budget
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)

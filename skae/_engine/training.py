@@ -1,0 +1,193 @@
+"""The training loop: epochs of minibatch steps, early stopping, progress."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+Batches = Callable[[], Iterable[Tensor]]
+
+
+class TrainingDivergedError(ValueError):
+    """The loss became NaN or infinite; the module holds its last finite weights."""
+
+
+@dataclass
+class StoppingRule:
+    """When to stop: after ``max_epochs``, or when the monitored loss has not
+    improved by a relative ``tol`` for ``n_iter_no_change`` epochs in a row."""
+
+    max_epochs: int
+    tol: float = 1e-4
+    n_iter_no_change: int = 10
+
+
+@dataclass
+class Evaluation:
+    """Loss and explained variance of a module on held-out rows."""
+
+    loss: float
+    explained_variance: float
+
+
+@dataclass
+class History:
+    """Per-epoch figures of one call to :func:`train`."""
+
+    loss: list[float] = field(default_factory=list)
+    validation: list[Evaluation] = field(default_factory=list)
+    converged: bool = False
+    interrupted: bool = False
+
+    @property
+    def n_epochs(self) -> int:
+        return len(self.loss)
+
+
+def snapshot(module: nn.Module) -> dict[str, Tensor]:
+    return {name: value.detach().clone() for name, value in module.state_dict().items()}
+
+
+def objective(module: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean per-row squared reconstruction error plus the sparsity penalty."""
+    out = module(x)
+    loss = (out.reconstruction - x).square().sum(dim=1).mean() + out.penalty
+    return loss, out.codes
+
+
+def train_epoch(
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batches: Iterable[Tensor],
+    activity: Tensor | None = None,
+) -> Tensor:
+    """One pass of minibatch steps; returns the row-weighted mean loss on device.
+
+    Nothing here waits on the device: the loss is accumulated as a tensor and
+    read once per epoch by the caller. When ``activity`` is given, each
+    latent's activity is summed into it.
+    """
+    module.train()
+    total = None
+    n_rows = 0
+    for x in batches:
+        loss, codes = objective(module, x)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        module.before_step()
+        optimizer.step()
+        module.after_step()
+        weighted = loss.detach() * x.shape[0]
+        total = weighted if total is None else total + weighted
+        n_rows += x.shape[0]
+        if activity is not None:
+            activity += module.activity(codes.detach()).sum(dim=0)
+    if total is None:
+        raise ValueError("No training rows: the epoch had no batches.")
+    return total / n_rows
+
+
+@torch.no_grad()
+def evaluate(module: nn.Module, batches: Iterable[Tensor]) -> Evaluation:
+    """Objective and explained variance over all rows of ``batches``."""
+    module.eval()
+    loss_sum = sse = sum_sq = 0.0
+    col_sum = None
+    n_rows = 0
+    for x in batches:
+        out = module(x)
+        err = (out.reconstruction - x).square().sum(dim=1).double()
+        sse = sse + err.sum()
+        loss_sum = loss_sum + err.sum() + out.penalty.double() * x.shape[0]
+        xd = x.double()
+        col_sum = xd.sum(dim=0) if col_sum is None else col_sum + xd.sum(dim=0)
+        sum_sq = sum_sq + xd.square().sum()
+        n_rows += x.shape[0]
+    sst = float(sum_sq - col_sum.square().sum() / n_rows)
+    sse = float(sse)
+    ev = 1.0 - sse / sst if sst > 0 else float(sse == 0.0)
+    return Evaluation(loss=float(loss_sum) / n_rows, explained_variance=ev)
+
+
+def _improved(value: float, best: float, tol: float) -> bool:
+    return value < best - tol * abs(best)
+
+
+def train(
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train_batches: Batches,
+    rule: StoppingRule,
+    *,
+    validation_batches: Batches | None = None,
+    verbose: int = 0,
+    description: str = "training",
+) -> History:
+    """Train ``module`` in place until ``rule`` says stop.
+
+    With ``validation_batches`` the loss on those rows is monitored and the
+    module ends with the weights of its best validation epoch; without, the
+    training loss is monitored and the last weights are kept. Ctrl-C stops
+    training cleanly (with a warning) and keeps the same weights it would
+    have kept at a normal stop. A NaN or infinite loss restores the last
+    finite weights and raises :class:`TrainingDivergedError`.
+    """
+    history = History()
+    best = math.inf
+    best_state = snapshot(module) if validation_batches is not None else None
+    last_finite = snapshot(module)
+    stale_epochs = 0
+    progress = tqdm(
+        total=rule.max_epochs, desc=description, unit="epoch", disable=not verbose
+    )
+    try:
+        for epoch in range(1, rule.max_epochs + 1):
+            loss = float(train_epoch(module, optimizer, train_batches()))
+            if not math.isfinite(loss):
+                module.load_state_dict(last_finite)
+                raise TrainingDivergedError(
+                    f"Training diverged: the loss became {loss} at epoch {epoch}. "
+                    "The learning rate is probably too high for this data, or the "
+                    "input is not scaled: lower learning_rate or standardize X "
+                    "(for example with sklearn.preprocessing.StandardScaler)."
+                )
+            last_finite = snapshot(module)
+            history.loss.append(loss)
+            monitored = loss
+            if validation_batches is not None:
+                evaluation = evaluate(module, validation_batches())
+                history.validation.append(evaluation)
+                monitored = evaluation.loss
+            if _improved(monitored, best, rule.tol):
+                stale_epochs = 0
+                if best_state is not None:
+                    best_state = snapshot(module)
+            else:
+                stale_epochs += 1
+            best = min(best, monitored)
+            progress.update()
+            progress.set_postfix(loss=f"{loss:.4g}", best=f"{best:.4g}")
+            if stale_epochs >= rule.n_iter_no_change:
+                history.converged = True
+                break
+    except KeyboardInterrupt:
+        history.interrupted = True
+        warnings.warn(
+            f"Training interrupted after {history.n_epochs} epoch(s); keeping the "
+            + ("best weights so far." if best_state is not None else "last weights."),
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        if best_state is None:
+            module.load_state_dict(last_finite)
+    finally:
+        progress.close()
+    if best_state is not None:
+        module.load_state_dict(best_state)
+    return history

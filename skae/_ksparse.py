@@ -1,0 +1,169 @@
+"""KSparseAutoencoder: top-k sparse codes."""
+
+from __future__ import annotations
+
+from numbers import Integral
+
+import torch
+from sklearn.utils._param_validation import Interval
+
+from ._base import BaseSparseAutoencoder
+from ._engine.modules import LinearAutoencoder
+from ._sparsity import TopK
+
+
+class KSparseAutoencoder(BaseSparseAutoencoder):
+    """k-sparse autoencoder: each sample is coded by at most ``k`` atoms.
+
+    The encoder keeps the ``k`` largest pre-activations of every sample and
+    applies a ReLU to them; all other codes are exactly zero. The decoder
+    adds the corresponding dictionary atoms, kept at unit L2 norm, to a
+    learned input-space bias. This is the k-sparse autoencoder of Makhzani &
+    Frey (2013) in the form of Gao et al. (2024): the bias starts at the data
+    mean, the encoder starts as the decoder's transpose, and the ReLU keeps
+    codes non-negative.
+
+    Unlike PCA, the k active atoms differ from sample to sample, so an
+    overcomplete dictionary (``n_components`` larger than the number of
+    features) is useful: codes stay sparse while the dictionary grows.
+
+    Parameters
+    ----------
+    n_components : int, default=128
+        Number of latents (dictionary atoms). More atoms reconstruct better
+        at the same ``k`` but train slower and may leave some atoms dead
+        (never selected).
+    k : int, default=16
+        Number of non-zero codes per sample, ``1 <= k <= n_components``.
+        Smaller ``k`` gives sparser, more interpretable codes and worse
+        reconstruction.
+    learning_rate : float, default=1e-3
+        Adam's step size.
+    batch_size : int, default=256
+        Rows per minibatch.
+    max_iter : int, default=200
+        Maximum number of epochs (passes over the training data).
+    tol : float, default=1e-4
+        Relative tolerance: training stops when the monitored loss (the
+        validation loss with ``early_stopping``, else the training loss) has
+        not improved by ``tol`` times its best value for ``n_iter_no_change``
+        consecutive epochs.
+    n_iter_no_change : int, default=10
+        Epochs without improvement before stopping.
+    early_stopping : bool, default=False
+        Hold out ``validation_fraction`` of the rows, monitor the loss on
+        them, and keep the weights of the best validation epoch.
+    validation_fraction : float, default=0.1
+        Fraction of rows held out when ``early_stopping`` is True, in (0, 1).
+    warm_start : bool, default=False
+        When True, ``fit`` continues training the fitted model (and its
+        optimizer state) instead of starting afresh.
+    device : str or torch.device, default='auto'
+        Where to train: ``'auto'`` (CUDA when available, else CPU),
+        ``'cpu'``, ``'cuda'`` or ``'cuda:N'``. A fitted model is stored on the
+        CPU when pickled and transforms on any machine.
+    random_state : int, RandomState instance or None, default=None
+        Seeds initialization, shuffling and the validation split. With an int,
+        two fits on the same data give bitwise-identical models on the CPU.
+    verbose : int, default=0
+        Show a progress bar over epochs when positive.
+
+    Attributes
+    ----------
+    components_ : ndarray of shape (n_components, n_features_in_)
+        Dictionary atoms (the decoder's rows), each of unit L2 norm.
+    activation_frequency_ : ndarray of shape (n_components,)
+        Fraction of training rows on which each latent is non-zero, measured
+        with the final weights after ``fit`` and during the pass of the last
+        ``partial_fit``. Zeros are dead latents.
+    loss_curve_ : list of float
+        Mean training loss (squared error per sample) of every epoch.
+    validation_scores_ : list of float
+        Explained variance on the validation rows after every epoch; only
+        with ``early_stopping``.
+    best_validation_score_ : float
+        Best of ``validation_scores_``; only with ``early_stopping``.
+    n_iter_ : int
+        Number of epochs run (one per ``partial_fit`` call).
+    module_ : torch.nn.Module
+        The trained torch module.
+    n_features_in_ : int
+        Number of features seen during ``fit``.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during ``fit``, when X has string column names.
+
+    See Also
+    --------
+    sklearn.decomposition.PCA : Dense linear codes of a fixed subspace.
+    sklearn.decomposition.MiniBatchDictionaryLearning : Sparse codes from an
+        optimization per sample instead of a learned encoder.
+
+    References
+    ----------
+    .. [1] A. Makhzani and B. Frey, "k-Sparse Autoencoders", ICLR 2014,
+       arXiv:1312.5663.
+    .. [2] L. Gao et al., "Scaling and evaluating sparse autoencoders",
+       arXiv:2406.04093, 2024.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from skae import KSparseAutoencoder
+    >>> X = load_digits().data / 16
+    >>> sae = KSparseAutoencoder(n_components=64, k=8, max_iter=20, random_state=0)
+    >>> codes = sae.fit_transform(X)
+    >>> codes.shape
+    (1797, 64)
+    >>> int((codes != 0).sum(axis=1).max())
+    8
+    """
+
+    _parameter_constraints: dict = {
+        **BaseSparseAutoencoder._parameter_constraints,
+        "k": [Interval(Integral, 1, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        n_components=128,
+        k=16,
+        *,
+        learning_rate=1e-3,
+        batch_size=256,
+        max_iter=200,
+        tol=1e-4,
+        n_iter_no_change=10,
+        early_stopping=False,
+        validation_fraction=0.1,
+        warm_start=False,
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        super().__init__(
+            n_components,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            max_iter=max_iter,
+            tol=tol,
+            n_iter_no_change=n_iter_no_change,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            warm_start=warm_start,
+            device=device,
+            random_state=random_state,
+            verbose=verbose,
+        )
+        self.k = k
+
+    def _check_params(self, n_features: int) -> None:
+        if self.k > self.n_components:
+            raise ValueError(
+                f"k={self.k} must be at most n_components={self.n_components}: "
+                "a sample cannot use more atoms than the dictionary has."
+            )
+
+    def _make_module(self, n_features, mean, generator) -> torch.nn.Module:
+        return LinearAutoencoder(
+            n_features, self.n_components, TopK(self.k), mean=mean, generator=generator
+        )

@@ -1,0 +1,15 @@
+"""scikit-learn's own estimator checks on every skae estimator."""
+
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from skae import KSparseAutoencoder
+
+# Small models and few epochs: the checks fit hundreds of times on tiny data.
+# Several checks force n_components=1, so k=1 keeps k <= n_components valid
+# (sklearn's own suite sets such dependent parameters the same way).
+ESTIMATORS = [KSparseAutoencoder(n_components=8, k=1, max_iter=5)]
+
+
+@parametrize_with_checks(ESTIMATORS)
+def test_sklearn_compatible_estimator(estimator, check):
+    check(estimator)
