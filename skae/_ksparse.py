@@ -37,11 +37,11 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
         Number of non-zero codes per sample, ``1 <= k <= n_components``.
         Smaller ``k`` gives sparser, more interpretable codes and worse
         reconstruction.
-    learning_rate : float, default=1e-3
+    learning_rate : float, default=3e-3
         Adam's step size.
     batch_size : int, default=256
         Rows per minibatch.
-    max_iter : int, default=200
+    max_iter : int, default=100
         Maximum number of epochs (passes over the training data).
     tol : float, default=1e-4
         Relative tolerance: training stops when the monitored loss (the
@@ -128,9 +128,9 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
         n_components=128,
         k=16,
         *,
-        learning_rate=1e-3,
+        learning_rate=3e-3,
         batch_size=256,
-        max_iter=200,
+        max_iter=100,
         tol=1e-4,
         n_iter_no_change=10,
         early_stopping=False,

@@ -110,13 +110,11 @@ def shuffled_chunks(
     return chunks
 
 
-def to_tensor(batch, device: torch.device) -> torch.Tensor:
-    """A dense float32 tensor on ``device`` holding a copy of ``batch``."""
-    if sp.issparse(batch):
-        batch = batch.toarray()
-    array = np.asarray(batch, dtype=np.float32, order="C")
-    if not array.flags.writeable or np.shares_memory(array, batch):
-        array = array.copy()
+def to_tensor(rows, device: torch.device) -> torch.Tensor:
+    """A dense float32 tensor on ``device`` holding a copy of ``rows``."""
+    if sp.issparse(rows):
+        rows = rows.toarray()
+    array = np.array(rows, dtype=np.float32, order="C", copy=True)
     return torch.from_numpy(array).to(device)
 
 
@@ -129,15 +127,20 @@ def iter_batches(
 ) -> Iterator[torch.Tensor]:
     """Batches of at most ``batch_size`` rows, chunk by chunk.
 
-    With ``rng`` the rows of each chunk are shuffled once more, which is what
-    mixes the blocks of a memmap; in-memory chunks are already in random order.
+    A dense chunk goes to the device in one copy and is sliced there; a
+    sparse chunk is densified one batch at a time. With ``rng`` the rows of a
+    memmap's chunk are shuffled once more, mixing its blocks; in-memory chunks
+    are already in random order.
     """
     for rows in chunks:
         chunk = source.read(rows)
         if rng is not None and source.is_memmap:
             chunk = chunk[rng.permutation(chunk.shape[0])]
+        if not sp.issparse(chunk):
+            chunk = to_tensor(chunk, device)
         for start in range(0, chunk.shape[0], batch_size):
-            yield to_tensor(chunk[start : start + batch_size], device)
+            batch = chunk[start : start + batch_size]
+            yield to_tensor(batch, device) if sp.issparse(batch) else batch
 
 
 def column_sums(source: RowSource, rows=None) -> tuple[np.ndarray, float, int]:

@@ -1,0 +1,37 @@
+import numpy as np
+import pytest
+import torch
+
+
+def make_sparse_data(n_samples=2000, n_features=32, n_atoms=48, k=3, noise=0.01, seed=0):
+    """Rows that are sums of k of n_atoms random unit atoms, plus a little noise."""
+    rng = np.random.RandomState(seed)
+    atoms = rng.randn(n_atoms, n_features)
+    atoms /= np.linalg.norm(atoms, axis=1, keepdims=True)
+    codes = np.zeros((n_samples, n_atoms))
+    rows = np.repeat(np.arange(n_samples), k)
+    cols = np.argsort(rng.rand(n_samples, n_atoms), axis=1)[:, :k].ravel()
+    codes[rows, cols] = rng.uniform(1.0, 3.0, size=rows.size)
+    return codes @ atoms + noise * rng.randn(n_samples, n_features), atoms
+
+
+@pytest.fixture(scope="session")
+def sparse_data():
+    X, _ = make_sparse_data()
+    return X
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    return data.data / 16.0, data.target
+
+
+@pytest.fixture
+def small_X():
+    return np.random.RandomState(0).randn(120, 6)
+
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
