@@ -17,11 +17,11 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ._engine.data import (
     RowSource,
+    all_rows,
     column_sums,
     find_non_finite,
     iter_batches,
     sequential_chunks,
-    shuffled_chunks,
 )
 from ._engine.device import limited_threads, resolve_device
 from ._engine.training import StoppingRule, train, train_epoch
@@ -149,7 +149,7 @@ class BaseSparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
         device = resolve_device(self.device, for_training=True)
         source = RowSource(X)
         single_pass = n_epochs is not None
-        train_rows, val_rows = self._split_rows(source.n_rows, rng, single_pass)
+        train_rows, val_rows = self._split_rows(source, rng, single_pass)
         with limited_threads():
             if incremental:
                 module = self.module_.to(device)
@@ -163,7 +163,7 @@ class BaseSparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
                 optimizer.load_state_dict(self._optimizer_state)
 
             def train_batches():
-                chunks = shuffled_chunks(source, train_rows, self.batch_size, rng)
+                chunks = train_rows.shuffled(source.chunk_rows(self.batch_size), rng)
                 return iter_batches(source, chunks, self.batch_size, device, rng)
 
             activity = torch.zeros(module.n_components, device=device)
@@ -187,34 +187,40 @@ class BaseSparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
         self.activation_frequency_ = (activity / max(n_rows, 1)).cpu().numpy()
         return self
 
-    def _split_rows(self, n_rows, rng, single_pass):
-        rows = np.arange(n_rows)
+    def _split_rows(self, source, rng, single_pass):
+        rows = all_rows(source, self.batch_size)
         if single_pass or not self.early_stopping:
             return rows, None
-        n_val = int(np.ceil(self.validation_fraction * n_rows))
-        if n_val < 1 or n_val >= n_rows:
+        n_val = int(np.ceil(self.validation_fraction * source.n_rows))
+        if n_val < 1 or n_val >= source.n_rows:
             raise ValueError(
                 f"early_stopping with validation_fraction={self.validation_fraction} "
-                f"leaves no training or no validation rows out of {n_rows} samples; "
-                "use more samples, another validation_fraction, or "
+                f"leaves no training or no validation rows out of {source.n_rows} "
+                "samples; use more samples, another validation_fraction, or "
                 "early_stopping=False."
             )
-        permuted = rng.permutation(n_rows)
-        return np.sort(permuted[n_val:]), np.sort(permuted[:n_val])
+        train_rows, val_rows = rows.split(n_val, rng)
+        if len(train_rows) == 0 or len(val_rows) == 0:
+            raise ValueError(
+                f"early_stopping on a memmap holds out whole blocks of batch_size="
+                f"{self.batch_size} rows, and {source.n_rows} rows make too few "
+                "blocks; lower batch_size or use early_stopping=False."
+            )
+        return train_rows, val_rows
 
     def _validation_batches(self, source, val_rows, device):
         if val_rows is None:
             return None
         step = source.chunk_rows(self.batch_size)
-        chunks = [val_rows[i : i + step] for i in range(0, len(val_rows), step)]
-        return lambda: iter_batches(source, chunks, self._inference_batch_rows(), device)
+        return lambda: iter_batches(
+            source, val_rows.ordered(step), self._inference_batch_rows(), device
+        )
 
     @torch.no_grad()
     def _accumulate_activity(self, module, source, rows, activity) -> int:
         """Add every latent's activity over ``rows`` to ``activity``."""
         module.eval()
-        step = source.chunk_rows(self.batch_size)
-        chunks = [rows[i : i + step] for i in range(0, len(rows), step)]
+        chunks = rows.ordered(source.chunk_rows(self.batch_size))
         device = activity.device
         for x in iter_batches(source, chunks, self._inference_batch_rows(), device):
             activity += module.activity(module.encode(x)).sum(dim=0)

@@ -83,31 +83,87 @@ def sequential_chunks(n_rows: int, chunk_rows: int) -> Iterator[slice]:
         yield slice(start, min(start + chunk_rows, n_rows))
 
 
-def shuffled_chunks(
-    source: RowSource,
-    rows: np.ndarray,
-    batch_size: int,
-    rng: np.random.RandomState,
-) -> list[np.ndarray]:
-    """One epoch's row order, cut into chunks.
+class IndexRows:
+    """A set of rows of in-memory data, as a sorted index array."""
 
-    In-memory data gets a full permutation of ``rows``. A memmap gets a
-    permutation of contiguous blocks of ``batch_size`` rows, read a chunk of
-    blocks at a time in sorted order and shuffled within the chunk: reads
-    stay sequential on disk while batches still mix distant rows.
+    def __init__(self, indices: np.ndarray) -> None:
+        self.indices = indices
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def split(self, n_taken: int, rng: np.random.RandomState) -> tuple[IndexRows, IndexRows]:
+        """(rest, taken): ``n_taken`` rows drawn at random, and the others."""
+        permuted = self.indices[rng.permutation(len(self.indices))]
+        return IndexRows(np.sort(permuted[n_taken:])), IndexRows(np.sort(permuted[:n_taken]))
+
+    def ordered(self, chunk_rows: int) -> Iterator[np.ndarray]:
+        for start in range(0, len(self.indices), chunk_rows):
+            yield self.indices[start : start + chunk_rows]
+
+    def shuffled(self, chunk_rows: int, rng: np.random.RandomState) -> Iterator[np.ndarray]:
+        """A full random permutation, cut into chunks."""
+        order = self.indices[rng.permutation(len(self.indices))]
+        for start in range(0, len(order), chunk_rows):
+            yield order[start : start + chunk_rows]
+
+
+class BlockRows:
+    """A set of rows of a memmap, as contiguous blocks of ``block_size`` rows.
+
+    Only block numbers are stored, so the bookkeeping of a streamed fit is a
+    ``block_size``-th of the number of rows, and reads stay sequential on disk.
     """
-    chunk_rows = source.chunk_rows(batch_size)
-    if not source.is_memmap:
-        order = rows[rng.permutation(len(rows))]
-        return [order[i : i + chunk_rows] for i in range(0, len(order), chunk_rows)]
-    blocks = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
-    blocks = [blocks[i] for i in rng.permutation(len(blocks))]
-    per_chunk = chunk_rows // batch_size
-    chunks = []
-    for i in range(0, len(blocks), per_chunk):
-        chunk = np.sort(np.concatenate(blocks[i : i + per_chunk]))
-        chunks.append(chunk)
-    return chunks
+
+    def __init__(self, blocks: np.ndarray, block_size: int, n_rows: int) -> None:
+        self.blocks = blocks
+        self.block_size = block_size
+        self.n_rows = n_rows
+
+    def __len__(self) -> int:
+        full = len(self.blocks) * self.block_size
+        last = (self.n_rows - 1) // self.block_size
+        has_last = len(self.blocks) and self.blocks[-1] == last
+        return full - (self.block_size * (last + 1) - self.n_rows if has_last else 0)
+
+    def split(self, n_taken: int, rng: np.random.RandomState) -> tuple[BlockRows, BlockRows]:
+        """(rest, taken): whole blocks holding about ``n_taken`` rows, at random."""
+        n_blocks = min(len(self.blocks) - 1, -(-n_taken // self.block_size))
+        permuted = self.blocks[rng.permutation(len(self.blocks))]
+        rest, taken = np.sort(permuted[n_blocks:]), np.sort(permuted[:n_blocks])
+        return self._like(rest), self._like(taken)
+
+    def _like(self, blocks: np.ndarray) -> BlockRows:
+        return BlockRows(blocks, self.block_size, self.n_rows)
+
+    def _rows(self, blocks: np.ndarray) -> np.ndarray:
+        starts = blocks * self.block_size
+        rows = (starts[:, None] + np.arange(self.block_size)).ravel()
+        return rows[rows < self.n_rows]
+
+    def ordered(self, chunk_rows: int) -> Iterator[np.ndarray]:
+        per_chunk = max(1, chunk_rows // self.block_size)
+        for start in range(0, len(self.blocks), per_chunk):
+            yield self._rows(self.blocks[start : start + per_chunk])
+
+    def shuffled(self, chunk_rows: int, rng: np.random.RandomState) -> Iterator[np.ndarray]:
+        """Blocks in random order, a chunk of them at a time, each chunk sorted.
+
+        :func:`iter_batches` shuffles the rows inside each chunk, so batches
+        still mix distant parts of the file.
+        """
+        per_chunk = max(1, chunk_rows // self.block_size)
+        order = self.blocks[rng.permutation(len(self.blocks))]
+        for start in range(0, len(order), per_chunk):
+            yield self._rows(np.sort(order[start : start + per_chunk]))
+
+
+def all_rows(source: RowSource, block_size: int) -> IndexRows | BlockRows:
+    """Every row of ``source``, in the representation that suits it."""
+    if source.is_memmap:
+        n_blocks = -(-source.n_rows // block_size)
+        return BlockRows(np.arange(n_blocks), block_size, source.n_rows)
+    return IndexRows(np.arange(source.n_rows))
 
 
 def to_tensor(rows, device: torch.device) -> torch.Tensor:
@@ -144,16 +200,17 @@ def iter_batches(
 
 
 def column_sums(source: RowSource, rows=None) -> tuple[np.ndarray, float, int]:
-    """Per-column sums, total sum of squares and row count, in float64."""
+    """Per-column sums, total sum of squares and row count, in float64.
+
+    Over ``rows`` (an :class:`IndexRows` or :class:`BlockRows`), else all rows.
+    """
     total = np.zeros(source.n_features)
     squares = 0.0
+    step = source.chunk_rows(1)
     if rows is None:
-        chunks = sequential_chunks(source.n_rows, source.chunk_rows(1))
-        n = source.n_rows
+        chunks, n = sequential_chunks(source.n_rows, step), source.n_rows
     else:
-        step = source.chunk_rows(1)
-        chunks = (rows[i : i + step] for i in range(0, len(rows), step))
-        n = len(rows)
+        chunks, n = rows.ordered(step), len(rows)
     for idx in chunks:
         chunk = source.read(idx)
         if sp.issparse(chunk):

@@ -1,0 +1,198 @@
+"""Input handling: validation errors, sparse, memmap, pandas, no mutation."""
+
+import tracemalloc
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import skae._base
+import skae._engine.data
+from skae import KSparseAutoencoder
+
+
+def model(**params):
+    return KSparseAutoencoder(**({"n_components": 16, "k": 4, "max_iter": 3, "random_state": 0} | params))
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fail the test if any training starts."""
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("training started before the input was rejected")
+
+    monkeypatch.setattr(skae._base, "train", forbidden)
+    monkeypatch.setattr(skae._base, "train_epoch", forbidden)
+
+
+def with_value(X, value, row=3, col=2):
+    X = X.copy()
+    X[row, col] = value
+    return X
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [(np.nan, r"NaN \(first at row 3, column 2\)"), (np.inf, r"infinity \(first at row 3, column 2\)")],
+)
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+def test_non_finite_input_is_rejected_before_training(small_X, value, message, method, no_training):
+    X = with_value(small_X, value)
+    before = X.copy()
+    with pytest.raises(ValueError, match=message):
+        getattr(model(), method)(X)
+    np.testing.assert_array_equal(X, before)
+
+
+def test_non_finite_sparse_input_names_position(small_X, no_training):
+    X = sp.csr_matrix(with_value(small_X, -np.inf, row=7, col=1))
+    with pytest.raises(ValueError, match=r"infinity \(first at row 7, column 1\)"):
+        model().fit(X)
+
+
+@pytest.mark.parametrize(
+    ("X", "error", "message"),
+    [
+        (np.empty((0, 4)), ValueError, "0 sample"),
+        (np.arange(10.0), ValueError, "Expected 2D array"),
+        ([["a", "b"], ["c", "d"]], ValueError, "could not convert string"),
+        (np.array([[1 + 1j, 2]]), ValueError, "Complex data not supported"),
+    ],
+)
+def test_malformed_input_is_rejected(X, error, message, no_training):
+    with pytest.raises(error, match=message):
+        model().fit(X)
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"k": 17}, r"k=17 must be at most n_components=16"),
+        ({"k": 0}, r"'k' parameter of KSparseAutoencoder must be an int in the range \[1, inf\)"),
+        ({"n_components": 0}, "'n_components' parameter"),
+        ({"learning_rate": -1.0}, "'learning_rate' parameter"),
+        ({"device": "gpu"}, "device='gpu' is not a device torch knows"),
+    ],
+)
+def test_bad_parameters_are_rejected_before_training(small_X, params, message, no_training):
+    with pytest.raises(ValueError, match=message):
+        model(**params).fit(small_X)
+
+
+def test_early_stopping_without_enough_rows(no_training):
+    with pytest.raises(ValueError, match="leaves no training or no validation rows"):
+        model(early_stopping=True).fit(np.ones((1, 3)))
+
+
+def test_wrong_number_of_features_at_transform(small_X):
+    sae = model().fit(small_X)
+    for method in ("transform", "score_samples", "score"):
+        with pytest.raises(ValueError, match="X has 5 features, but KSparseAutoencoder is expecting 6"):
+            getattr(sae, method)(small_X[:, :5])
+    with pytest.raises(ValueError, match="codes with 15 columns, but KSparseAutoencoder has 16"):
+        sae.inverse_transform(np.zeros((2, 15)))
+
+
+def test_input_is_never_modified(small_X):
+    for X in (small_X.copy(), small_X.astype(np.float32), sp.csr_matrix(small_X)):
+        before = X.copy()
+        sae = model().fit(X)
+        sae.partial_fit(X)
+        sae.transform(X)
+        sae.score(X)
+        if sp.issparse(X):
+            assert (X != before).nnz == 0
+        else:
+            np.testing.assert_array_equal(X, before)
+
+
+@pytest.mark.parametrize("fmt", ["csr", "csc"])
+def test_sparse_input_gives_the_same_model_as_dense(sparse_data, fmt):
+    X = sparse_data.copy()
+    X[np.abs(X) < 0.3] = 0
+    X_sparse = sp.csr_matrix(X) if fmt == "csr" else sp.csc_matrix(X)
+    dense = model(max_iter=4).fit(X)
+    sparse = model(max_iter=4).fit(X_sparse)
+    np.testing.assert_array_equal(dense.transform(X), sparse.transform(X_sparse))
+    np.testing.assert_array_equal(dense.components_, sparse.components_)
+    assert dense.score(X) == pytest.approx(sparse.score(X_sparse), rel=1e-10)
+
+
+def test_sparse_input_is_densified_one_batch_at_a_time(monkeypatch):
+    X = sp.random(70_000, 32, density=0.05, format="csr", random_state=0)
+    densified = []
+    original = skae._engine.data.to_tensor
+
+    def spy(rows, device):
+        densified.append(rows.shape[0])
+        return original(rows, device)
+
+    monkeypatch.setattr(skae._engine.data, "to_tensor", spy)
+    sae = model(batch_size=500, max_iter=1).fit(X)
+    assert densified.count(500) >= 140  # the training batches
+    assert max(densified) <= sae._inference_batch_rows() < X.shape[0]
+    densified.clear()
+    sae.transform(X)
+    assert max(densified) == sae._inference_batch_rows() < X.shape[0]
+
+
+def test_list_and_pandas_input(small_X):
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(small_X, columns=[f"f{i}" for i in range(6)])
+    from_frame = model().fit(frame)
+    assert list(from_frame.feature_names_in_) == list(frame.columns)
+    from_list = model().fit(small_X.tolist())
+    np.testing.assert_array_equal(from_frame.transform(frame), from_list.transform(small_X))
+    out = model().set_output(transform="pandas").fit(frame).transform(frame)
+    assert list(out.columns) == [f"ksparseautoencoder{i}" for i in range(16)]
+    assert list(out.index) == list(frame.index)
+
+
+def memmap_of(path, X, n_copies):
+    np.save(path, np.tile(X, (n_copies, 1)).astype(np.float32))
+    return np.load(path, mmap_mode="r")
+
+
+def peak_traced_bytes(fn):
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_memmap_fit_memory_does_not_grow_with_rows(tmp_path, sparse_data, monkeypatch):
+    # 64 KiB chunks; numpy's allocations are what tracemalloc sees.
+    monkeypatch.setattr(skae._engine.data, "CHUNK_BYTES", 2**16)
+    small = memmap_of(tmp_path / "small.npy", sparse_data, 4)
+    large = memmap_of(tmp_path / "large.npy", sparse_data, 32)
+    assert isinstance(large, np.memmap)
+    model(max_iter=1).fit(small[:10])  # first-use imports inside torch are not data
+    peaks = [
+        peak_traced_bytes(lambda X=X: model(batch_size=256, max_iter=1).fit(X))
+        for X in (small, large)
+    ]
+    assert peaks[1] < 1.25 * peaks[0] + 2**16
+    assert peaks[1] < large.nbytes / 10
+
+
+def test_memmap_input_gives_the_same_results_as_in_memory(tmp_path, sparse_data):
+    X = memmap_of(tmp_path / "X.npy", sparse_data, 1)
+    in_ram = np.asarray(X).copy()
+    sae = model(max_iter=30).fit(X)
+    np.testing.assert_array_equal(sae.transform(X), sae.transform(in_ram))
+    assert sae.score(X) == pytest.approx(sae.score(in_ram), rel=1e-10)
+    assert sae.score(X) > 0.5
+    with_validation = model(early_stopping=True, batch_size=64).fit(X)
+    assert len(with_validation.validation_scores_) == with_validation.n_iter_
+
+
+def test_memmap_with_nan_is_rejected(tmp_path, no_training):
+    X = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.float64, shape=(50, 3))
+    X[:] = 1.0
+    X[41, 2] = np.nan
+    X.flush()
+    with pytest.raises(ValueError, match=r"NaN \(first at row 41, column 2\)"):
+        model().fit(np.load(tmp_path / "X.npy", mmap_mode="r"))
