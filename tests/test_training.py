@@ -1,0 +1,67 @@
+"""Long-run safety: divergence, interruption."""
+
+import numpy as np
+import pytest
+import torch
+
+import skae._engine.training
+from skae import KSparseAutoencoder
+
+
+def model(**params):
+    return KSparseAutoencoder(**({"n_components": 16, "k": 4, "max_iter": 5, "random_state": 0} | params))
+
+
+def test_overflowing_loss_stops_with_advice_and_no_model(sparse_data):
+    huge = sparse_data * 1e25  # finite, but its squares overflow float32
+    sae = model()
+    with pytest.raises(ValueError, match="loss became (nan|inf) at epoch 1.*learning_rate.*standardize"):
+        sae.fit(huge)
+    assert not hasattr(sae, "module_")
+
+
+def test_divergence_during_warm_start_keeps_finite_weights(sparse_data):
+    sae = model(warm_start=True).fit(sparse_data)
+    before = sae.components_.copy()
+    with pytest.raises(ValueError, match="Training diverged"):
+        sae.fit(sparse_data * 1e25)
+    assert all(torch.isfinite(p).all() for p in sae.module_.parameters())
+    np.testing.assert_array_equal(sae.components_, before)
+    assert np.isfinite(sae.transform(sparse_data)).all()
+
+
+def interrupt_on_epoch(monkeypatch, epoch):
+    original = skae._engine.training.train_epoch
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == epoch:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(skae._engine.training, "train_epoch", interrupted)
+
+
+def test_ctrl_c_keeps_the_best_weights_and_warns(sparse_data, monkeypatch):
+    interrupt_on_epoch(monkeypatch, 4)
+    with pytest.warns(RuntimeWarning, match="interrupted after 3 epoch.*best weights"):
+        sae = model(early_stopping=True, max_iter=50).fit(sparse_data)
+    assert sae.n_iter_ == 3
+    assert np.isfinite(sae.transform(sparse_data)).all()
+
+
+def test_ctrl_c_without_validation_keeps_last_epoch(sparse_data, monkeypatch):
+    interrupt_on_epoch(monkeypatch, 3)
+    with pytest.warns(RuntimeWarning, match="interrupted after 2 epoch.*last weights"):
+        interrupted = model(max_iter=50).fit(sparse_data)
+    monkeypatch.undo()
+    two_epochs = model(max_iter=2, tol=0).fit(sparse_data)
+    np.testing.assert_array_equal(interrupted.components_, two_epochs.components_)
+
+
+def test_loss_curve_decreases(sparse_data):
+    curve = model(max_iter=20, tol=0).fit(sparse_data).loss_curve_
+    assert len(curve) == 20
+    assert all(later < earlier for earlier, later in zip(curve, curve[1:]))
+    assert curve[-1] < 0.6 * curve[0]
