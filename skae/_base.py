@@ -7,10 +7,13 @@ from abc import abstractmethod
 from numbers import Integral, Real
 
 import numpy as np
-import scipy.sparse as sp
 import torch
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
-from sklearn.base import _fit_context
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    _fit_context,
+)
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
@@ -29,7 +32,9 @@ from ._engine.training import StoppingRule, train, train_epoch
 _FLOATS = (np.float64, np.float32)
 
 
-class BaseSparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class BaseSparseAutoencoder(
+    ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
+):
     """Base class for skae's sparse autoencoders. Not for direct use.
 
     It owns everything a scikit-learn transformer must do: parameter and data
@@ -157,7 +162,9 @@ class BaseSparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
                 col_sum, _, n = column_sums(source, train_rows)
                 mean = torch.from_numpy(col_sum / n)
                 generator = torch.Generator().manual_seed(int(rng.randint(2**31 - 1)))
-                module = self._make_module(source.n_features, mean, generator).to(device)
+                module = self._make_module(source.n_features, mean, generator).to(
+                    device
+                )
             optimizer = torch.optim.Adam(module.parameters(), lr=self.learning_rate)
             if incremental and getattr(self, "_optimizer_state", None) is not None:
                 optimizer.load_state_dict(self._optimizer_state)
@@ -177,13 +184,17 @@ class BaseSparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
                     optimizer,
                     train_batches,
                     StoppingRule(self.max_iter, self.tol, self.n_iter_no_change),
-                    validation_batches=self._validation_batches(source, val_rows, device),
+                    validation_batches=self._validation_batches(
+                        source, val_rows, device
+                    ),
                     verbose=self.verbose,
                     description=type(self).__name__,
                 )
                 losses, validation = history.loss, history.validation
                 n_rows = self._accumulate_activity(module, source, train_rows, activity)
-        self._set_fitted_state(module, optimizer, X.dtype, losses, validation, incremental)
+        self._set_fitted_state(
+            module, optimizer, X.dtype, losses, validation, incremental
+        )
         self.activation_frequency_ = (activity / max(n_rows, 1)).cpu().numpy()
         return self
 
@@ -226,15 +237,21 @@ class BaseSparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
             activity += module.activity(module.encode(x)).sum(dim=0)
         return len(rows)
 
-    def _set_fitted_state(self, module, optimizer, dtype, losses, validation, incremental):
+    def _set_fitted_state(
+        self, module, optimizer, dtype, losses, validation, incremental
+    ):
         self.module_ = module
         self._optimizer_state = optimizer.state_dict()
         previous_iter = self.n_iter_ if incremental else 0
         self.n_iter_ = previous_iter + len(losses)
         self.loss_curve_ = (list(self.loss_curve_) if incremental else []) + losses
         if validation:
-            previous = list(getattr(self, "validation_scores_", [])) if incremental else []
-            self.validation_scores_ = previous + [v.explained_variance for v in validation]
+            previous = (
+                list(getattr(self, "validation_scores_", [])) if incremental else []
+            )
+            self.validation_scores_ = previous + [
+                v.explained_variance for v in validation
+            ]
             self.best_validation_score_ = max(self.validation_scores_)
         atoms = module.W_dec.detach().cpu().numpy()
         self.components_ = atoms.astype(dtype if dtype in _FLOATS else np.float64)
@@ -349,7 +366,9 @@ class BaseSparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
         return out
 
     def _ordered_batches(self, source, device):
-        chunks = sequential_chunks(source.n_rows, source.chunk_rows(self._inference_batch_rows()))
+        chunks = sequential_chunks(
+            source.n_rows, source.chunk_rows(self._inference_batch_rows())
+        )
         return iter_batches(source, chunks, self._inference_batch_rows(), device)
 
     def _inference_batch_rows(self) -> int:
@@ -394,7 +413,9 @@ class BaseSparseAutoencoder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, B
     def __getstate__(self):
         state = super().__getstate__()
         module = state.get("module_")
-        if module is not None and any(p.device.type != "cpu" for p in module.parameters()):
+        if module is not None and any(
+            p.device.type != "cpu" for p in module.parameters()
+        ):
             state["module_"] = copy.deepcopy(module).cpu()
         if state.get("_optimizer_state") is not None:
             state["_optimizer_state"] = _to_cpu(state["_optimizer_state"])
@@ -416,4 +437,3 @@ def _to_cpu(obj):
     if isinstance(obj, (list, tuple)):
         return type(obj)(_to_cpu(value) for value in obj)
     return obj
-

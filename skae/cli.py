@@ -71,7 +71,9 @@ def run_demo(random_state: int = 0, verbose: int = 0) -> list[dict]:
         fit_seconds = time.perf_counter() - start
         reconstruction = model.inverse_transform(codes)
         dead = getattr(model, "activation_frequency_", None)
-        labels = KMeans(n_clusters=10, n_init=10, random_state=random_state).fit_predict(codes)
+        labels = KMeans(
+            n_clusters=10, n_init=10, random_state=random_state
+        ).fit_predict(codes)
         classifier = make_pipeline(model, LogisticRegression(max_iter=2000))
         accuracy = cross_val_score(classifier, X, y, cv=5).mean()
         rows.append(
@@ -90,7 +92,15 @@ def run_demo(random_state: int = 0, verbose: int = 0) -> list[dict]:
 
 def format_table(rows: list[dict]) -> str:
     """Render demo rows as an aligned text table."""
-    header = ["method", "expl. var", "mean L0", "dead", "KMeans ARI", "5-fold acc", "fit s"]
+    header = [
+        "method",
+        "expl. var",
+        "mean L0",
+        "dead",
+        "KMeans ARI",
+        "5-fold acc",
+        "fit s",
+    ]
     lines = [header]
     for row in rows:
         dead = "-" if row["dead_latents"] is None else str(row["dead_latents"])
@@ -108,7 +118,9 @@ def format_table(rows: list[dict]) -> str:
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = []
     for n, line in enumerate(lines):
-        cells = [line[0].ljust(widths[0])] + [c.rjust(w) for c, w in zip(line[1:], widths[1:])]
+        cells = [line[0].ljust(widths[0])] + [
+            c.rjust(w) for c, w in zip(line[1:], widths[1:], strict=True)
+        ]
         out.append("  ".join(cells))
         if n == 0:
             out.append("  ".join("-" * w for w in widths))
@@ -125,11 +137,13 @@ def main(argv: list[str] | None = None) -> int:
         "demo", help="compare PCA and KSparseAutoencoder features on the digits data"
     )
     demo.add_argument("--random-state", type=int, default=0, help="seed (default 0)")
-    demo.add_argument("-v", "--verbose", action="count", default=0, help="progress bars")
+    demo.add_argument(
+        "-v", "--verbose", action="count", default=0, help="progress bars"
+    )
     args = parser.parse_args(argv)
     if args.command == "demo":
         start = time.perf_counter()
-        print("skae demo: digits (1797 x 64), features -> KMeans(10) and LogisticRegression")
+        print("skae demo: digits (1797 x 64) -> KMeans(10) and LogisticRegression")
         print(format_table(run_demo(args.random_state, args.verbose)))
         print(f"total {time.perf_counter() - start:.1f} s")
     return 0

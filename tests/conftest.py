@@ -3,7 +3,9 @@ import pytest
 import torch
 
 
-def make_sparse_data(n_samples=2000, n_features=32, n_atoms=48, k=3, noise=0.01, seed=0):
+def make_sparse_data(
+    n_samples=2000, n_features=32, n_atoms=48, k=3, noise=0.01, seed=0
+):
     """Rows that are sums of k of n_atoms random unit atoms, plus a little noise."""
     rng = np.random.RandomState(seed)
     atoms = rng.randn(n_atoms, n_features)

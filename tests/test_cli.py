@@ -8,7 +8,14 @@ from skae.cli import main
 def test_demo_prints_the_comparison_table(capsys):
     assert main(["demo"]) == 0
     out = capsys.readouterr().out
-    for expected in ("expl. var", "mean L0", "KMeans ARI", "5-fold acc", "PCA(16)", "KSparse(128, k=16)"):
+    for expected in (
+        "expl. var",
+        "mean L0",
+        "KMeans ARI",
+        "5-fold acc",
+        "PCA(16)",
+        "KSparse(128, k=16)",
+    ):
         assert expected in out
     ksparse = next(line for line in out.splitlines() if line.startswith("KSparse"))
     explained_variance, mean_l0 = map(float, ksparse.split()[2:4])

@@ -57,14 +57,18 @@ def test_joblib_workers_get_their_share_of_the_cores():
 
 @requires_cuda
 def test_fit_on_cuda_and_use_on_cpu(sparse_data):
-    sae = KSparseAutoencoder(n_components=32, k=4, max_iter=5, device="cuda", random_state=0)
+    sae = KSparseAutoencoder(
+        n_components=32, k=4, max_iter=5, device="cuda", random_state=0
+    )
     codes = sae.fit_transform(sparse_data.astype(np.float32))
     assert next(sae.module_.parameters()).device.type == "cuda"
     assert (codes != 0).sum(axis=1).max() <= 4
     loaded = pickle.loads(pickle.dumps(sae))
     assert next(loaded.module_.parameters()).device.type == "cpu"
     loaded.set_params(device="cpu")
-    np.testing.assert_allclose(loaded.transform(sparse_data.astype(np.float32)), codes, atol=1e-4)
+    np.testing.assert_allclose(
+        loaded.transform(sparse_data.astype(np.float32)), codes, atol=1e-4
+    )
 
 
 @requires_cuda

@@ -12,7 +12,9 @@ from skae import KSparseAutoencoder
 
 
 def model(**params):
-    return KSparseAutoencoder(**({"n_components": 16, "k": 4, "max_iter": 3, "random_state": 0} | params))
+    return KSparseAutoencoder(
+        **({"n_components": 16, "k": 4, "max_iter": 3, "random_state": 0} | params)
+    )
 
 
 @pytest.fixture
@@ -34,10 +36,15 @@ def with_value(X, value, row=3, col=2):
 
 @pytest.mark.parametrize(
     ("value", "message"),
-    [(np.nan, r"NaN \(first at row 3, column 2\)"), (np.inf, r"infinity \(first at row 3, column 2\)")],
+    [
+        (np.nan, r"NaN \(first at row 3, column 2\)"),
+        (np.inf, r"infinity \(first at row 3, column 2\)"),
+    ],
 )
 @pytest.mark.parametrize("method", ["fit", "partial_fit"])
-def test_non_finite_input_is_rejected_before_training(small_X, value, message, method, no_training):
+def test_non_finite_input_is_rejected_before_training(
+    small_X, value, message, method, no_training
+):
     X = with_value(small_X, value)
     before = X.copy()
     with pytest.raises(ValueError, match=message):
@@ -69,13 +76,18 @@ def test_malformed_input_is_rejected(X, error, message, no_training):
     ("params", "message"),
     [
         ({"k": 17}, r"k=17 must be at most n_components=16"),
-        ({"k": 0}, r"'k' parameter of KSparseAutoencoder must be an int in the range \[1, inf\)"),
+        (
+            {"k": 0},
+            r"'k' parameter of KSparseAutoencoder must be an int in the range \[1, ",
+        ),
         ({"n_components": 0}, "'n_components' parameter"),
         ({"learning_rate": -1.0}, "'learning_rate' parameter"),
         ({"device": "gpu"}, "device='gpu' is not a device torch knows"),
     ],
 )
-def test_bad_parameters_are_rejected_before_training(small_X, params, message, no_training):
+def test_bad_parameters_are_rejected_before_training(
+    small_X, params, message, no_training
+):
     with pytest.raises(ValueError, match=message):
         model(**params).fit(small_X)
 
@@ -88,9 +100,13 @@ def test_early_stopping_without_enough_rows(no_training):
 def test_wrong_number_of_features_at_transform(small_X):
     sae = model().fit(small_X)
     for method in ("transform", "score_samples", "score"):
-        with pytest.raises(ValueError, match="X has 5 features, but KSparseAutoencoder is expecting 6"):
+        with pytest.raises(
+            ValueError, match="X has 5 features, but KSparseAutoencoder is expecting 6"
+        ):
             getattr(sae, method)(small_X[:, :5])
-    with pytest.raises(ValueError, match="codes with 15 columns, but KSparseAutoencoder has 16"):
+    with pytest.raises(
+        ValueError, match="codes with 15 columns, but KSparseAutoencoder has 16"
+    ):
         sae.inverse_transform(np.zeros((2, 15)))
 
 
@@ -143,7 +159,9 @@ def test_list_and_pandas_input(small_X):
     from_frame = model().fit(frame)
     assert list(from_frame.feature_names_in_) == list(frame.columns)
     from_list = model().fit(small_X.tolist())
-    np.testing.assert_array_equal(from_frame.transform(frame), from_list.transform(small_X))
+    np.testing.assert_array_equal(
+        from_frame.transform(frame), from_list.transform(small_X)
+    )
     out = model().set_output(transform="pandas").fit(frame).transform(frame)
     assert list(out.columns) == [f"ksparseautoencoder{i}" for i in range(16)]
     assert list(out.index) == list(frame.index)
@@ -190,7 +208,9 @@ def test_memmap_input_gives_the_same_results_as_in_memory(tmp_path, sparse_data)
 
 
 def test_memmap_with_nan_is_rejected(tmp_path, no_training):
-    X = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.float64, shape=(50, 3))
+    X = np.lib.format.open_memmap(
+        tmp_path / "X.npy", mode="w+", dtype=np.float64, shape=(50, 3)
+    )
     X[:] = 1.0
     X[41, 2] = np.nan
     X.flush()

@@ -29,7 +29,9 @@ def test_codes_have_at_most_k_nonzeros(sparse_data, k):
 def test_beats_pca_with_k_components_on_sparse_data(sparse_data):
     sae = fast().fit(sparse_data)
     pca = PCA(n_components=3).fit(sparse_data)
-    pca_ev = explained_variance(sparse_data, pca.inverse_transform(pca.transform(sparse_data)))
+    pca_ev = explained_variance(
+        sparse_data, pca.inverse_transform(pca.transform(sparse_data))
+    )
     assert sae.score(sparse_data) > pca_ev + 0.3
     assert sae.score(sparse_data) > 0.8
 
@@ -41,7 +43,9 @@ def test_score_matches_reconstruction(sparse_data):
         explained_variance(sparse_data, reconstruction), rel=1e-5
     )
     errors = ((sparse_data - reconstruction) ** 2).sum(axis=1)
-    np.testing.assert_allclose(sae.score_samples(sparse_data), -errors, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        sae.score_samples(sparse_data), -errors, rtol=1e-4, atol=1e-6
+    )
 
 
 def test_atoms_stay_unit_norm_and_match_module(sparse_data):
@@ -56,7 +60,9 @@ def test_atoms_stay_unit_norm_and_match_module(sparse_data):
 def test_initialization_bias_at_mean_and_tied_encoder(sparse_data):
     sae = fast()
     mean = torch.from_numpy(sparse_data.mean(axis=0))
-    module = sae._make_module(sparse_data.shape[1], mean, torch.Generator().manual_seed(0))
+    module = sae._make_module(
+        sparse_data.shape[1], mean, torch.Generator().manual_seed(0)
+    )
     torch.testing.assert_close(module.b_dec.detach(), mean.float())
     torch.testing.assert_close(module.W_enc.detach(), module.W_dec.detach())
     torch.testing.assert_close(module.W_dec.norm(dim=1), torch.ones(64))
@@ -122,8 +128,12 @@ def test_cold_fit_restarts(sparse_data):
 def test_activation_frequency_matches_transform(sparse_data):
     sae = fast(max_iter=5).fit(sparse_data)
     codes = sae.transform(sparse_data)
-    np.testing.assert_allclose(sae.activation_frequency_, (codes != 0).mean(axis=0), atol=1e-6)
-    assert sae.activation_frequency_.sum() == pytest.approx((codes != 0).sum(1).mean(), rel=1e-5)
+    np.testing.assert_allclose(
+        sae.activation_frequency_, (codes != 0).mean(axis=0), atol=1e-6
+    )
+    assert sae.activation_frequency_.sum() == pytest.approx(
+        (codes != 0).sum(1).mean(), rel=1e-5
+    )
 
 
 def test_verbose_shows_progress(sparse_data, capsys):

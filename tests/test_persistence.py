@@ -12,20 +12,28 @@ from skae import KSparseAutoencoder
 
 @pytest.fixture(scope="module")
 def fitted(sparse_data):
-    return KSparseAutoencoder(n_components=32, k=4, max_iter=5, random_state=0).fit(sparse_data)
+    return KSparseAutoencoder(n_components=32, k=4, max_iter=5, random_state=0).fit(
+        sparse_data
+    )
 
 
 def test_pickle_round_trip_gives_identical_results(fitted, sparse_data):
     loaded = pickle.loads(pickle.dumps(fitted))
-    np.testing.assert_array_equal(loaded.transform(sparse_data), fitted.transform(sparse_data))
-    np.testing.assert_array_equal(loaded.score_samples(sparse_data), fitted.score_samples(sparse_data))
+    np.testing.assert_array_equal(
+        loaded.transform(sparse_data), fitted.transform(sparse_data)
+    )
+    np.testing.assert_array_equal(
+        loaded.score_samples(sparse_data), fitted.score_samples(sparse_data)
+    )
     np.testing.assert_array_equal(loaded.components_, fitted.components_)
 
 
 def test_joblib_round_trip_gives_identical_results(fitted, sparse_data, tmp_path):
     joblib.dump(fitted, tmp_path / "model.joblib")
     loaded = joblib.load(tmp_path / "model.joblib")
-    np.testing.assert_array_equal(loaded.transform(sparse_data), fitted.transform(sparse_data))
+    np.testing.assert_array_equal(
+        loaded.transform(sparse_data), fitted.transform(sparse_data)
+    )
 
 
 def test_partial_fit_continues_after_loading(sparse_data):
@@ -38,7 +46,9 @@ def test_partial_fit_continues_after_loading(sparse_data):
     np.testing.assert_array_equal(loaded.components_, sae.components_)
 
 
-def test_model_saved_for_cuda_transforms_on_a_machine_without_it(fitted, sparse_data, monkeypatch):
+def test_model_saved_for_cuda_transforms_on_a_machine_without_it(
+    fitted, sparse_data, monkeypatch
+):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     loaded = pickle.loads(pickle.dumps(fitted))
     loaded.set_params(device="cuda")

@@ -1,5 +1,7 @@
 """Long-run safety: divergence, interruption."""
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -9,13 +11,18 @@ from skae import KSparseAutoencoder
 
 
 def model(**params):
-    return KSparseAutoencoder(**({"n_components": 16, "k": 4, "max_iter": 5, "random_state": 0} | params))
+    return KSparseAutoencoder(
+        **({"n_components": 16, "k": 4, "max_iter": 5, "random_state": 0} | params)
+    )
 
 
 def test_overflowing_loss_stops_with_advice_and_no_model(sparse_data):
     huge = sparse_data * 1e25  # finite, but its squares overflow float32
     sae = model()
-    with pytest.raises(ValueError, match="loss became (nan|inf) at epoch 1.*learning_rate.*standardize"):
+    with pytest.raises(
+        ValueError,
+        match=r"loss became (nan|inf) at epoch 1.*learning_rate.*standardize",
+    ):
         sae.fit(huge)
     assert not hasattr(sae, "module_")
 
@@ -63,5 +70,5 @@ def test_ctrl_c_without_validation_keeps_last_epoch(sparse_data, monkeypatch):
 def test_loss_curve_decreases(sparse_data):
     curve = model(max_iter=20, tol=0).fit(sparse_data).loss_curve_
     assert len(curve) == 20
-    assert all(later < earlier for earlier, later in zip(curve, curve[1:]))
+    assert all(later < earlier for earlier, later in itertools.pairwise(curve))
     assert curve[-1] < 0.6 * curve[0]

@@ -92,16 +92,22 @@ class IndexRows:
     def __len__(self) -> int:
         return len(self.indices)
 
-    def split(self, n_taken: int, rng: np.random.RandomState) -> tuple[IndexRows, IndexRows]:
+    def split(
+        self, n_taken: int, rng: np.random.RandomState
+    ) -> tuple[IndexRows, IndexRows]:
         """(rest, taken): ``n_taken`` rows drawn at random, and the others."""
         permuted = self.indices[rng.permutation(len(self.indices))]
-        return IndexRows(np.sort(permuted[n_taken:])), IndexRows(np.sort(permuted[:n_taken]))
+        return IndexRows(np.sort(permuted[n_taken:])), IndexRows(
+            np.sort(permuted[:n_taken])
+        )
 
     def ordered(self, chunk_rows: int) -> Iterator[np.ndarray]:
         for start in range(0, len(self.indices), chunk_rows):
             yield self.indices[start : start + chunk_rows]
 
-    def shuffled(self, chunk_rows: int, rng: np.random.RandomState) -> Iterator[np.ndarray]:
+    def shuffled(
+        self, chunk_rows: int, rng: np.random.RandomState
+    ) -> Iterator[np.ndarray]:
         """A full random permutation, cut into chunks."""
         order = self.indices[rng.permutation(len(self.indices))]
         for start in range(0, len(order), chunk_rows):
@@ -126,7 +132,9 @@ class BlockRows:
         has_last = len(self.blocks) and self.blocks[-1] == last
         return full - (self.block_size * (last + 1) - self.n_rows if has_last else 0)
 
-    def split(self, n_taken: int, rng: np.random.RandomState) -> tuple[BlockRows, BlockRows]:
+    def split(
+        self, n_taken: int, rng: np.random.RandomState
+    ) -> tuple[BlockRows, BlockRows]:
         """(rest, taken): whole blocks holding about ``n_taken`` rows, at random."""
         n_blocks = min(len(self.blocks) - 1, -(-n_taken // self.block_size))
         permuted = self.blocks[rng.permutation(len(self.blocks))]
@@ -146,7 +154,9 @@ class BlockRows:
         for start in range(0, len(self.blocks), per_chunk):
             yield self._rows(self.blocks[start : start + per_chunk])
 
-    def shuffled(self, chunk_rows: int, rng: np.random.RandomState) -> Iterator[np.ndarray]:
+    def shuffled(
+        self, chunk_rows: int, rng: np.random.RandomState
+    ) -> Iterator[np.ndarray]:
         """Blocks in random order, a chunk of them at a time, each chunk sorted.
 
         :func:`iter_batches` shuffles the rows inside each chunk, so batches

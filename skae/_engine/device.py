@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 from threadpoolctl import threadpool_info
@@ -35,8 +35,7 @@ def resolve_device(device: str | torch.device, *, for_training: bool) -> torch.d
     if index < n_gpus:
         return resolved
     problem = (
-        f"device={device!r} was requested but this machine has "
-        f"{n_gpus} CUDA device(s)"
+        f"device={device!r} was requested but this machine has {n_gpus} CUDA device(s)"
     )
     if for_training:
         raise ValueError(f"{problem}; use device='auto' or device='cpu'.")

@@ -77,7 +77,9 @@ class LinearAutoencoder(nn.Module):
     def forward(self, x: Tensor) -> ForwardOutput:
         codes = self.encode(x)
         reconstruction = self.decode(codes)
-        return ForwardOutput(reconstruction, codes, self.rule.penalty(codes, self.W_dec))
+        return ForwardOutput(
+            reconstruction, codes, self.rule.penalty(codes, self.W_dec)
+        )
 
     def activity(self, codes: Tensor) -> Tensor:
         return self.rule.activity(codes)
