@@ -314,13 +314,7 @@ class BaseSparseAutoencoder(
             ``-||x - x_hat||^2`` for every row.
         """
         check_is_fitted(self)
-        X = self._validate_X(X, reset=False)
-
-        def negative_error(module, x):
-            reconstruction = module.decode(module.encode(x))
-            return -(reconstruction - x).square().sum(dim=1, keepdim=True)
-
-        return self._map_batches(X, negative_error, 1).ravel()
+        return self._negative_errors(self._validate_X(X, reset=False))
 
     def score(self, X, y=None):
         """Explained variance of the reconstruction of X.
@@ -341,14 +335,21 @@ class BaseSparseAutoencoder(
         score : float
             The explained variance.
         """
-        errors = self.score_samples(X)
-        sse = -float(np.sum(errors, dtype=np.float64))
+        check_is_fitted(self)
         X = self._validate_X(X, reset=False)
+        sse = -float(np.sum(self._negative_errors(X), dtype=np.float64))
         col_sum, squares, n = column_sums(RowSource(X))
         sst = squares - float(col_sum @ col_sum) / n
         if sst <= 0:
             return float(sse == 0.0)
         return 1.0 - sse / sst
+
+    def _negative_errors(self, X) -> np.ndarray:
+        def negative_error(module, x):
+            reconstruction = module.decode(module.encode(x))
+            return -(reconstruction - x).square().sum(dim=1, keepdim=True)
+
+        return self._map_batches(X, negative_error, 1).ravel()
 
     def _map_batches(self, X, fn, n_out: int) -> np.ndarray:
         """``fn(module, batch)`` over X in order, gathered into one array."""
