@@ -27,7 +27,7 @@ from ._engine.data import (
     sequential_chunks,
 )
 from ._engine.device import limited_threads, resolve_device
-from ._engine.training import StoppingRule, train, train_epoch
+from ._engine.training import StoppingRule, train
 
 _FLOATS = (np.float64, np.float32)
 
@@ -147,56 +147,54 @@ class BaseSparseAutoencoder(
         first_call = not hasattr(self, "module_")
         X = self._validate_X(X, reset=first_call)
         self._check_params(X.shape[1])
-        return self._train(X, incremental=not first_call, n_epochs=1)
+        return self._train(X, incremental=not first_call, single_pass=True)
 
-    def _train(self, X, *, incremental: bool, n_epochs: int | None = None):
+    def _train(self, X, *, incremental: bool, single_pass: bool = False):
         rng = check_random_state(self.random_state)
         device = resolve_device(self.device, for_training=True)
         source = RowSource(X)
-        single_pass = n_epochs is not None
         train_rows, val_rows = self._split_rows(source, rng, single_pass)
         with limited_threads():
             if incremental:
                 module = self.module_.to(device)
             else:
-                col_sum, _, n = column_sums(source, train_rows)
-                mean = torch.from_numpy(col_sum / n)
-                generator = torch.Generator().manual_seed(int(rng.randint(2**31 - 1)))
-                module = self._make_module(source.n_features, mean, generator).to(
-                    device
-                )
+                module = self._initial_module(source, train_rows, rng, device)
             optimizer = torch.optim.Adam(module.parameters(), lr=self.learning_rate)
             if incremental and getattr(self, "_optimizer_state", None) is not None:
-                optimizer.load_state_dict(self._optimizer_state)
+                # A copy: Adam updates its moments in place, and a diverged
+                # step must not leave NaN moments in the fitted state.
+                optimizer.load_state_dict(copy.deepcopy(self._optimizer_state))
 
             def train_batches():
                 chunks = train_rows.shuffled(source.chunk_rows(self.batch_size), rng)
                 return iter_batches(source, chunks, self.batch_size, device, rng)
 
             activity = torch.zeros(module.n_components, device=device)
-            if single_pass:
-                # partial_fit: frequencies and loss are those seen during its pass.
-                loss = train_epoch(module, optimizer, train_batches(), activity)
-                losses, validation, n_rows = [float(loss)], [], len(train_rows)
-            else:
-                history = train(
-                    module,
-                    optimizer,
-                    train_batches,
-                    StoppingRule(self.max_iter, self.tol, self.n_iter_no_change),
-                    validation_batches=self._validation_batches(
-                        source, val_rows, device
-                    ),
-                    verbose=self.verbose,
-                    description=type(self).__name__,
-                )
-                losses, validation = history.loss, history.validation
-                n_rows = self._accumulate_activity(module, source, train_rows, activity)
-        self._set_fitted_state(
-            module, optimizer, X.dtype, losses, validation, incremental
-        )
-        self.activation_frequency_ = (activity / max(n_rows, 1)).cpu().numpy()
+            history = train(
+                module,
+                optimizer,
+                train_batches,
+                StoppingRule(
+                    1 if single_pass else self.max_iter, self.tol, self.n_iter_no_change
+                ),
+                validation_batches=self._validation_batches(source, val_rows, device),
+                # partial_fit reports the activity seen during its single pass;
+                # fit measures it afterwards with the weights it keeps.
+                activity=activity if single_pass else None,
+                verbose=0 if single_pass else self.verbose,
+                description=type(self).__name__,
+            )
+            if not single_pass:
+                self._accumulate_activity(module, source, train_rows, activity)
+        self._set_fitted_state(module, optimizer, X.dtype, history, incremental)
+        self.activation_frequency_ = (activity / len(train_rows)).cpu().numpy()
         return self
+
+    def _initial_module(self, source, train_rows, rng, device) -> torch.nn.Module:
+        col_sum, _, n = column_sums(source, train_rows)
+        mean = torch.from_numpy(col_sum / n)
+        generator = torch.Generator().manual_seed(int(rng.randint(2**31 - 1)))
+        return self._make_module(source.n_features, mean, generator).to(device)
 
     def _split_rows(self, source, rng, single_pass):
         rows = all_rows(source, self.batch_size)
@@ -228,31 +226,28 @@ class BaseSparseAutoencoder(
         )
 
     @torch.no_grad()
-    def _accumulate_activity(self, module, source, rows, activity) -> int:
+    def _accumulate_activity(self, module, source, rows, activity) -> None:
         """Add every latent's activity over ``rows`` to ``activity``."""
         module.eval()
         chunks = rows.ordered(source.chunk_rows(self.batch_size))
         device = activity.device
         for x in iter_batches(source, chunks, self._inference_batch_rows(), device):
             activity += module.activity(module.encode(x)).sum(dim=0)
-        return len(rows)
 
-    def _set_fitted_state(
-        self, module, optimizer, dtype, losses, validation, incremental
-    ):
+    def _set_fitted_state(self, module, optimizer, dtype, history, incremental):
         self.module_ = module
         self._optimizer_state = optimizer.state_dict()
-        previous_iter = self.n_iter_ if incremental else 0
-        self.n_iter_ = previous_iter + len(losses)
-        self.loss_curve_ = (list(self.loss_curve_) if incremental else []) + losses
-        if validation:
-            previous = (
-                list(getattr(self, "validation_scores_", [])) if incremental else []
-            )
-            self.validation_scores_ = previous + [
-                v.explained_variance for v in validation
-            ]
-            self.best_validation_score_ = max(self.validation_scores_)
+        self.n_iter_ = (self.n_iter_ if incremental else 0) + history.n_epochs
+        self.loss_curve_ = (self.loss_curve_ if incremental else []) + history.loss
+        scores = [evaluation.explained_variance for evaluation in history.validation]
+        if incremental and hasattr(self, "validation_scores_"):
+            scores = self.validation_scores_ + scores
+        if scores:
+            self.validation_scores_ = scores
+            self.best_validation_score_ = max(scores)
+        else:
+            self.__dict__.pop("validation_scores_", None)
+            self.__dict__.pop("best_validation_score_", None)
         atoms = module.W_dec.detach().cpu().numpy()
         self.components_ = atoms.astype(dtype if dtype in _FLOATS else np.float64)
 

@@ -8,6 +8,7 @@ import scipy.sparse as sp
 
 import skae._base
 import skae._engine.data
+import skae._engine.training
 from skae import KSparseAutoencoder
 
 
@@ -25,7 +26,7 @@ def no_training(monkeypatch):
         raise AssertionError("training started before the input was rejected")
 
     monkeypatch.setattr(skae._base, "train", forbidden)
-    monkeypatch.setattr(skae._base, "train_epoch", forbidden)
+    monkeypatch.setattr(skae._engine.training, "train_epoch", forbidden)
 
 
 def with_value(X, value, row=3, col=2):

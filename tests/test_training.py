@@ -37,6 +37,25 @@ def test_divergence_during_warm_start_keeps_finite_weights(sparse_data):
     assert np.isfinite(sae.transform(sparse_data)).all()
 
 
+def test_divergence_during_partial_fit_keeps_finite_weights(sparse_data):
+    sae = model().partial_fit(sparse_data)
+    before = sae.components_.copy()
+    with pytest.raises(ValueError, match="Training diverged"):
+        sae.partial_fit(sparse_data * 1e25)
+    np.testing.assert_array_equal(sae.components_, before)
+    assert all(torch.isfinite(p).all() for p in sae.module_.parameters())
+    assert sae.n_iter_ == 1
+    sae.partial_fit(sparse_data)
+    assert all(torch.isfinite(p).all() for p in sae.module_.parameters())
+
+
+def test_refit_without_early_stopping_drops_stale_validation_scores(sparse_data):
+    sae = model(early_stopping=True).fit(sparse_data)
+    assert len(sae.validation_scores_) == sae.n_iter_
+    sae.set_params(early_stopping=False).fit(sparse_data)
+    assert not hasattr(sae, "validation_scores_")
+
+
 def interrupt_on_epoch(monkeypatch, epoch):
     original = skae._engine.training.train_epoch
     calls = []

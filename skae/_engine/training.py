@@ -126,6 +126,7 @@ def train(
     rule: StoppingRule,
     *,
     validation_batches: Batches | None = None,
+    activity: Tensor | None = None,
     verbose: int = 0,
     description: str = "training",
 ) -> History:
@@ -136,7 +137,8 @@ def train(
     training loss is monitored and the last weights are kept. Ctrl-C stops
     training cleanly (with a warning) and keeps the same weights it would
     have kept at a normal stop. A NaN or infinite loss restores the last
-    finite weights and raises :class:`TrainingDivergedError`.
+    finite weights and raises :class:`TrainingDivergedError`. ``activity``,
+    when given, accumulates every latent's activity over all training steps.
     """
     history = History()
     best = math.inf
@@ -148,7 +150,7 @@ def train(
     )
     try:
         for epoch in range(1, rule.max_epochs + 1):
-            loss = float(train_epoch(module, optimizer, train_batches()))
+            loss = float(train_epoch(module, optimizer, train_batches(), activity))
             if not math.isfinite(loss):
                 module.load_state_dict(last_finite)
                 raise TrainingDivergedError(
