@@ -91,15 +91,18 @@ def quality_table(repeats: int) -> list[dict]:
     return rows
 
 
-_RSS_CHILD = """
-import resource, sys, numpy as np
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec from the parent.
+_PEAK_RSS = "int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) * 1024"
+
+_RSS_CHILD = f"""
+import sys, numpy as np
 from skae import KSparseAutoencoder
 path, mode = sys.argv[1], sys.argv[2]
 X = np.load(path, mmap_mode="r")
 if mode == "in-RAM":
     X = np.array(X)
 KSparseAutoencoder(n_components=256, k=16, max_iter=1, random_state=0).fit(X)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+print({_PEAK_RSS})
 """
 
 
@@ -118,12 +121,7 @@ def memory_table(n_rows: int) -> list[dict]:
         nbytes = X.nbytes
         del X
         baseline = subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                "import resource, torch, sklearn, skae; "
-                "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)",
-            ],
+            [sys.executable, "-c", f"import torch, sklearn, skae; print({_PEAK_RSS})"],
             capture_output=True,
             text=True,
             check=True,

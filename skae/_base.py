@@ -43,6 +43,12 @@ class BaseSparseAutoencoder(
     its own parameters and constraints, and builds its torch module in
     :meth:`_make_module`; it may check parameter combinations in
     :meth:`_check_params`.
+
+    Examples
+    --------
+    >>> from skae import BaseSparseAutoencoder, KSparseAutoencoder
+    >>> issubclass(KSparseAutoencoder, BaseSparseAutoencoder)
+    True
     """
 
     _parameter_constraints: dict = {
@@ -368,9 +374,9 @@ class BaseSparseAutoencoder(
         return iter_batches(source, chunks, self._inference_batch_rows(), device)
 
     def _inference_batch_rows(self) -> int:
-        # Large batches for throughput, bounded so activations stay near 64 MiB.
+        # Large batches for throughput, bounded so activations stay near 16 MiB.
         width = max(self._n_features_out, getattr(self, "n_features_in_", 1))
-        return int(np.clip(2**24 // width, self.batch_size, 2**16))
+        return int(np.clip(2**22 // width, self.batch_size, 2**16))
 
     @property
     def _n_features_out(self) -> int:

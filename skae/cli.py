@@ -91,7 +91,27 @@ def run_demo(random_state: int = 0, verbose: int = 0) -> list[dict]:
 
 
 def format_table(rows: list[dict]) -> str:
-    """Render demo rows as an aligned text table."""
+    """Render demo rows as an aligned text table.
+
+    Parameters
+    ----------
+    rows : list of dict
+        Rows as returned by :func:`run_demo`.
+
+    Returns
+    -------
+    table : str
+        A header, a rule and one line per row.
+
+    Examples
+    --------
+    >>> from skae.cli import format_table
+    >>> row = dict(method="PCA(2)", explained_variance=0.5, mean_l0=2.0,
+    ...            dead_latents=None, kmeans_ari=0.25, cv_accuracy=0.75,
+    ...            fit_seconds=0.01)
+    >>> print(format_table([row]).splitlines()[2])
+    PCA(2)      0.500      2.0     -       0.250       0.750   0.01
+    """
     header = [
         "method",
         "expl. var",
@@ -128,7 +148,24 @@ def format_table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``skae`` command; returns the exit code."""
+    """Entry point of the ``skae`` command; returns the exit code.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Command-line arguments without the program name; ``sys.argv[1:]``
+        when None.
+
+    Returns
+    -------
+    code : int
+        0 on success; argument errors exit with code 2.
+
+    Examples
+    --------
+    >>> from skae.cli import main
+    >>> main(["demo"])  # doctest: +SKIP
+    """
     parser = argparse.ArgumentParser(
         prog="skae", description="Sparse autoencoders as scikit-learn estimators."
     )

@@ -16,7 +16,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-CHUNK_BYTES = 64 * 2**20
+CHUNK_BYTES = 16 * 2**20
 
 
 class RowSource:
@@ -35,15 +35,29 @@ class RowSource:
         return n_batches * batch_size
 
     def read(self, rows) -> np.ndarray | sp.csr_matrix:
-        """Rows ``rows`` (a slice or sorted index array) as an in-memory chunk."""
-        chunk = self.X[rows]
+        """Rows ``rows`` (a slice or sorted index array) as a private copy."""
         if self.is_memmap:
-            chunk = np.array(chunk)
-            _drop_resident_pages(self.X, rows)
-        return chunk
+            return self._read_memmap(rows)
+        chunk = self.X[rows]
+        return chunk.copy() if isinstance(rows, slice) else chunk
+
+    def _read_memmap(self, rows) -> np.ndarray:
+        # Copy run by run of consecutive rows, releasing each run's pages at
+        # once: page faults map far more than the rows asked for, so one
+        # fancy index over scattered blocks would hold many times the chunk.
+        if isinstance(rows, slice):
+            rows = np.arange(*rows.indices(self.n_rows))
+        out = np.empty((len(rows), self.n_features), dtype=self.X.dtype)
+        starts = np.flatnonzero(np.diff(rows, prepend=-2) != 1)
+        stops = np.append(starts[1:], len(rows))
+        for start, stop in zip(starts.tolist(), stops.tolist(), strict=True):
+            run = slice(int(rows[start]), int(rows[stop - 1]) + 1)
+            out[start:stop] = self.X[run]
+            _drop_resident_pages(self.X, run)
+        return out
 
 
-def _drop_resident_pages(X: np.memmap, rows) -> None:
+def _drop_resident_pages(X: np.memmap, rows: slice) -> None:
     """Tell the kernel we are done with the pages of ``X[rows]``.
 
     Pages of a file mapping count in the process's resident memory until the
@@ -57,10 +71,7 @@ def _drop_resident_pages(X: np.memmap, rows) -> None:
         return
     if not hasattr(mm, "madvise") or not hasattr(mmap, "MADV_DONTNEED"):
         return
-    if isinstance(rows, slice):
-        first, stop, _ = rows.indices(X.shape[0])
-    else:
-        first, stop = int(rows[0]), int(rows[-1]) + 1
+    first, stop, _ = rows.indices(X.shape[0])
     if stop <= first:
         return
     row_bytes = X.strides[0]
@@ -177,11 +188,11 @@ def all_rows(source: RowSource, block_size: int) -> IndexRows | BlockRows:
 
 
 def to_tensor(rows, device: torch.device) -> torch.Tensor:
-    """A dense float32 tensor on ``device`` holding a copy of ``rows``."""
+    """``rows``, a private chunk from :meth:`RowSource.read`, as a dense
+    float32 tensor on ``device``; on the CPU it may share ``rows``' memory."""
     if sp.issparse(rows):
         rows = rows.toarray()
-    array = np.array(rows, dtype=np.float32, order="C", copy=True)
-    return torch.from_numpy(array).to(device)
+    return torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)).to(device)
 
 
 def iter_batches(
@@ -200,10 +211,10 @@ def iter_batches(
     """
     for rows in chunks:
         chunk = source.read(rows)
-        if rng is not None and source.is_memmap:
-            chunk = chunk[rng.permutation(chunk.shape[0])]
         if not sp.issparse(chunk):
             chunk = to_tensor(chunk, device)
+        if rng is not None and source.is_memmap:
+            chunk = chunk[torch.from_numpy(rng.permutation(chunk.shape[0])).to(device)]
         for start in range(0, chunk.shape[0], batch_size):
             batch = chunk[start : start + batch_size]
             yield to_tensor(batch, device) if sp.issparse(batch) else batch
