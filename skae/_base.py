@@ -374,9 +374,9 @@ class BaseSparseAutoencoder(
         return iter_batches(source, chunks, self._inference_batch_rows(), device)
 
     def _inference_batch_rows(self) -> int:
-        # Large batches for throughput, bounded so activations stay near 16 MiB.
+        # Large batches for throughput, bounded so activations stay near 4 MiB.
         width = max(self._n_features_out, getattr(self, "n_features_in_", 1))
-        return int(np.clip(2**22 // width, self.batch_size, 2**16))
+        return int(np.clip(2**20 // width, self.batch_size, 2**16))
 
     @property
     def _n_features_out(self) -> int:

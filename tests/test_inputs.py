@@ -1,6 +1,9 @@
 """Input handling: validation errors, sparse, memmap, pandas, no mutation."""
 
+import subprocess
+import sys
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -217,3 +220,51 @@ def test_memmap_with_nan_is_rejected(tmp_path, no_training):
     X.flush()
     with pytest.raises(ValueError, match=r"NaN \(first at row 41, column 2\)"):
         model().fit(np.load(tmp_path / "X.npy", mmap_mode="r"))
+
+
+_RSS_SCRIPT = """
+import sys, numpy as np
+from skae import KSparseAutoencoder
+
+def status(key):
+    text = open("/proc/self/status").read()
+    return int(text.split(key + ":")[1].split()[0]) * 1024
+
+def model():
+    return KSparseAutoencoder(
+        n_components=64, k=8, batch_size=512, max_iter=1, random_state=0
+    )
+
+model().fit(np.random.RandomState(0).randn(4096, 64).astype(np.float32))
+before = status("VmRSS")
+model().fit(np.load(sys.argv[1], mmap_mode="r"))
+print(status("VmHWM") - before)
+"""
+
+
+def resident_growth_of_memmap_fit(path, n_rows):
+    X = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n_rows, 64))
+    for start in range(0, n_rows, 102_400):
+        stop = min(start + 102_400, n_rows)
+        X[start:stop] = np.random.RandomState(start).randn(stop - start, 64)
+    X.flush()
+    del X
+    out = subprocess.run(
+        [sys.executable, "-c", _RSS_SCRIPT, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(out.stdout.split()[-1])
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+def test_memmap_fit_resident_memory_does_not_grow_with_rows(tmp_path):
+    # Resident memory counts the file pages a memmap maps in; the fit must
+    # release them as it goes. A fixed overhead of a few chunk buffers is
+    # expected; what must not appear is memory that scales with the file.
+    small = resident_growth_of_memmap_fit(tmp_path / "small.npy", 102_400)  # 25 MiB
+    large = resident_growth_of_memmap_fit(tmp_path / "large.npy", 409_600)  # 100 MiB
+    mib = 2**20
+    assert large < small + 15 * mib, f"{small / mib:.0f} MiB vs {large / mib:.0f} MiB"
+    assert large < 75 * mib
