@@ -266,5 +266,5 @@ def test_memmap_fit_resident_memory_does_not_grow_with_rows(tmp_path):
     small = resident_growth_of_memmap_fit(tmp_path / "small.npy", 102_400)  # 25 MiB
     large = resident_growth_of_memmap_fit(tmp_path / "large.npy", 409_600)  # 100 MiB
     mib = 2**20
-    assert large < small + 15 * mib, f"{small / mib:.0f} MiB vs {large / mib:.0f} MiB"
+    assert large < small + 25 * mib, f"{small / mib:.0f} MiB vs {large / mib:.0f} MiB"
     assert large < 75 * mib

@@ -61,7 +61,7 @@ def _drop_resident_pages(X: np.memmap, rows: slice) -> None:
     """Tell the kernel we are done with the pages of ``X[rows]``.
 
     Pages of a file mapping count in the process's resident memory until the
-    kernel reclaims them; releasing each chunk's pages after copying it keeps
+    kernel reclaims them; releasing each run's pages after copying it keeps
     a streamed fit's peak memory at one chunk. Only shared mappings are
     released: for a copy-on-write mapping (mode 'c') it would drop the user's
     in-memory changes.
@@ -78,9 +78,12 @@ def _drop_resident_pages(X: np.memmap, rows: slice) -> None:
     base = np.frombuffer(mm, dtype=np.uint8).ctypes.data
     start = X.ctypes.data - base + first * row_bytes
     end = X.ctypes.data - base + stop * row_bytes
-    page = mmap.PAGESIZE
-    start = -(-start // page) * page
-    end = end // page * page
+    # Widen to whole pages plus a margin: a page fault maps neighbouring
+    # pages too ("fault-around", 64 KiB by default). Releasing a page that is
+    # read again later only costs a page-cache lookup.
+    page, margin = mmap.PAGESIZE, 2**17
+    start = max(0, (start - margin) // page * page)
+    end = min(len(mm), -(-(end + margin) // page) * page)
     if end > start:
         try:
             mm.madvise(mmap.MADV_DONTNEED, start, end - start)
