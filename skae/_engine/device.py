@@ -6,9 +6,10 @@ import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 
 import torch
-from threadpoolctl import threadpool_info
+from threadpoolctl import ThreadpoolController
 
 
 def resolve_device(device: str | torch.device, *, for_training: bool) -> torch.device:
@@ -43,6 +44,13 @@ def resolve_device(device: str | torch.device, *, for_training: bool) -> torch.d
     return torch.device("cpu")
 
 
+@cache
+def _controller() -> ThreadpoolController:
+    # Finding the loaded OpenMP and BLAS libraries takes milliseconds; asking
+    # the ones found for their thread counts takes microseconds.
+    return ThreadpoolController()
+
+
 def thread_budget() -> int:
     """Threads torch may use here, honouring joblib and threadpoolctl limits.
 
@@ -56,7 +64,7 @@ def thread_budget() -> int:
         value = os.environ.get(name, "")
         if value.isdigit() and int(value) > 0:
             limits.append(int(value))
-    for pool in threadpool_info():
+    for pool in _controller().info():
         if pool.get("user_api") in ("openmp", "blas") and pool.get("num_threads"):
             limits.append(int(pool["num_threads"]))
     return max(1, min(limits))
