@@ -26,7 +26,7 @@ from ._engine.data import (
     iter_batches,
     sequential_chunks,
 )
-from ._engine.device import limited_threads, resolve_device
+from ._engine.device import cpu_copy, limited_threads, resolve_device
 from ._engine.training import StoppingRule, train
 
 _FLOATS = (np.float64, np.float32)
@@ -418,7 +418,7 @@ class BaseSparseAutoencoder(
         if module is not None and any(
             p.device.type != "cpu" for p in module.parameters()
         ):
-            state["module_"] = copy.deepcopy(module).cpu()
+            state["module_"] = cpu_copy(module)
         if state.get("_optimizer_state") is not None:
             state["_optimizer_state"] = _to_cpu(state["_optimizer_state"])
         return state

@@ -57,3 +57,18 @@ def test_model_saved_for_cuda_transforms_on_a_machine_without_it(
     np.testing.assert_array_equal(codes, fitted.transform(sparse_data))
     with pytest.raises(ValueError, match="device='cuda' was requested"):
         loaded.fit(sparse_data)
+
+
+def test_cpu_copy_copies_every_tensor_to_host(fitted):
+    from skae._engine.device import cpu_copy
+
+    module = fitted.module_
+    copied = cpu_copy(module)
+    assert type(copied) is type(module)
+    for name, tensor in module.state_dict().items():
+        twin = copied.state_dict()[name]
+        assert twin.device.type == "cpu"
+        assert torch.equal(twin, tensor)
+        assert twin.data_ptr() != tensor.data_ptr()
+    assert all(p.requires_grad for p in copied.parameters())
+    assert copied.rule is not module.rule and copied.rule.k == module.rule.k

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from collections.abc import Iterator
@@ -82,3 +83,19 @@ def limited_threads() -> Iterator[int]:
     finally:
         if torch.get_num_threads() != before:
             torch.set_num_threads(before)
+
+
+def cpu_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``module`` with every parameter and buffer on the CPU.
+
+    Tensors are copied straight to host memory: a deep copy followed by
+    ``.cpu()`` would first duplicate a large model on its GPU.
+    """
+    memo = {}
+    for tensor in module.parameters():
+        memo[id(tensor)] = torch.nn.Parameter(
+            tensor.detach().cpu().clone(), requires_grad=tensor.requires_grad
+        )
+    for tensor in module.buffers():
+        memo[id(tensor)] = tensor.detach().cpu().clone()
+    return copy.deepcopy(module, memo)
