@@ -27,9 +27,15 @@ from ._engine.data import (
     sequential_chunks,
 )
 from ._engine.device import cpu_copy, limited_threads, resolve_device
-from ._engine.training import StoppingRule, train
+from ._engine.training import StoppingRule, snapshot, train
 
 _FLOATS = (np.float64, np.float32)
+
+
+def _output_dtype(dtype: np.dtype) -> type:
+    """float32 for float32 data of any byte order, else float64."""
+    dtype = np.dtype(dtype)
+    return np.float32 if dtype.kind == "f" and dtype.itemsize == 4 else np.float64
 
 
 class BaseSparseAutoencoder(
@@ -106,6 +112,24 @@ class BaseSparseAutoencoder(
     def _check_params(self, n_features: int) -> None:
         """Check parameter combinations that constraints cannot express."""
 
+    def _update_module(self, module: torch.nn.Module) -> None:
+        """Apply parameters changed since the last fit before training on.
+
+        ``warm_start`` and ``partial_fit`` continue the fitted module; a
+        subclass whose module holds parameter values (such as ``k``) sets
+        them from ``self`` here.
+        """
+
+    def _check_incremental(self) -> None:
+        fitted_width = self.components_.shape[0]
+        if self.n_components != fitted_width:
+            raise ValueError(
+                f"n_components={self.n_components} differs from the fitted model's "
+                f"{fitted_width}: warm_start and partial_fit continue the fitted "
+                "model and cannot change its width. Fit with warm_start=False to "
+                "start afresh."
+            )
+
     # -------------------------------------------------------------- fitting
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -128,6 +152,8 @@ class BaseSparseAutoencoder(
         warm = self.warm_start and hasattr(self, "module_")
         X = self._validate_X(X, reset=not warm)
         self._check_params(X.shape[1])
+        if warm:
+            self._check_incremental()
         return self._train(X, incremental=warm)
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -153,48 +179,72 @@ class BaseSparseAutoencoder(
         first_call = not hasattr(self, "module_")
         X = self._validate_X(X, reset=first_call)
         self._check_params(X.shape[1])
+        if not first_call:
+            self._check_incremental()
         return self._train(X, incremental=not first_call, single_pass=True)
 
     def _train(self, X, *, incremental: bool, single_pass: bool = False):
-        rng = check_random_state(self.random_state)
+        # Continuing a model continues its random stream too, so successive
+        # partial_fit calls do not all shuffle alike.
+        rng = getattr(self, "_random_state", None) if incremental else None
+        rng = check_random_state(self.random_state) if rng is None else rng
         device = resolve_device(self.device, for_training=True)
         source = RowSource(X)
         train_rows, val_rows = self._split_rows(source, rng, single_pass)
         with limited_threads():
             if incremental:
                 module = self.module_.to(device)
+                self._update_module(module)
+                start_state = snapshot(module)
             else:
                 module = self._initial_module(source, train_rows, rng, device)
-            optimizer = torch.optim.Adam(module.parameters(), lr=self.learning_rate)
-            if incremental and getattr(self, "_optimizer_state", None) is not None:
-                # A copy: Adam updates its moments in place, and a diverged
-                # step must not leave NaN moments in the fitted state.
-                optimizer.load_state_dict(copy.deepcopy(self._optimizer_state))
+            optimizer = self._make_optimizer(module, incremental)
 
             def train_batches():
                 chunks = train_rows.shuffled(source.chunk_rows(self.batch_size), rng)
                 return iter_batches(source, chunks, self.batch_size, device, rng)
 
             activity = torch.zeros(module.n_components, device=device)
-            history = train(
-                module,
-                optimizer,
-                train_batches,
-                StoppingRule(
-                    1 if single_pass else self.max_iter, self.tol, self.n_iter_no_change
-                ),
-                validation_batches=self._validation_batches(source, val_rows, device),
-                # partial_fit reports the activity seen during its single pass;
-                # fit measures it afterwards with the weights it keeps.
-                activity=activity if single_pass else None,
-                verbose=0 if single_pass else self.verbose,
-                description=type(self).__name__,
-            )
+            try:
+                history = train(
+                    module,
+                    optimizer,
+                    train_batches,
+                    StoppingRule(
+                        1 if single_pass else self.max_iter,
+                        self.tol,
+                        self.n_iter_no_change,
+                    ),
+                    validation_batches=self._validation_batches(
+                        source, val_rows, device
+                    ),
+                    # partial_fit reports the activity seen during its single
+                    # pass; fit measures it afterwards with the weights it keeps.
+                    activity=activity if single_pass else None,
+                    verbose=0 if single_pass else self.verbose,
+                    description=type(self).__name__,
+                )
+            except BaseException:
+                # A failed call leaves a continued model exactly as it was.
+                if incremental:
+                    module.load_state_dict(start_state)
+                raise
             if not single_pass:
                 self._accumulate_activity(module, source, train_rows, activity)
         self._set_fitted_state(module, optimizer, X.dtype, history, incremental)
+        self._random_state = rng
         self.activation_frequency_ = (activity / len(train_rows)).cpu().numpy()
         return self
+
+    def _make_optimizer(self, module, incremental: bool) -> torch.optim.Optimizer:
+        optimizer = torch.optim.Adam(module.parameters(), lr=self.learning_rate)
+        if incremental and getattr(self, "_optimizer_state", None) is not None:
+            # A copy: Adam updates its moments in place, and a failed call
+            # must not leave them changed in the fitted state.
+            optimizer.load_state_dict(copy.deepcopy(self._optimizer_state))
+            for group in optimizer.param_groups:
+                group["lr"] = self.learning_rate
+        return optimizer
 
     def _initial_module(self, source, train_rows, rng, device) -> torch.nn.Module:
         col_sum, _, n = column_sums(source, train_rows)
@@ -203,7 +253,7 @@ class BaseSparseAutoencoder(
         return self._make_module(source.n_features, mean, generator).to(device)
 
     def _split_rows(self, source, rng, single_pass):
-        rows = all_rows(source, self.batch_size)
+        rows = all_rows(source)
         if single_pass or not self.early_stopping:
             return rows, None
         n_val = int(np.ceil(self.validation_fraction * source.n_rows))
@@ -217,9 +267,9 @@ class BaseSparseAutoencoder(
         train_rows, val_rows = rows.split(n_val, rng)
         if len(train_rows) == 0 or len(val_rows) == 0:
             raise ValueError(
-                f"early_stopping on a memmap holds out whole blocks of batch_size="
-                f"{self.batch_size} rows, and {source.n_rows} rows make too few "
-                "blocks; lower batch_size or use early_stopping=False."
+                f"early_stopping on a memmap holds out whole blocks of "
+                f"{train_rows.block_size} rows, and {source.n_rows} rows make too "
+                "few blocks; use more rows or early_stopping=False."
             )
         return train_rows, val_rows
 
@@ -255,7 +305,7 @@ class BaseSparseAutoencoder(
             self.__dict__.pop("validation_scores_", None)
             self.__dict__.pop("best_validation_score_", None)
         atoms = module.W_dec.detach().cpu().numpy()
-        self.components_ = atoms.astype(dtype if dtype in _FLOATS else np.float64)
+        self.components_ = atoms.astype(_output_dtype(dtype))
 
     # ----------------------------------------------------------- inference
 
@@ -355,11 +405,13 @@ class BaseSparseAutoencoder(
     def _map_batches(self, X, fn, n_out: int) -> np.ndarray:
         """``fn(module, batch)`` over X in order, gathered into one array."""
         device = resolve_device(self.device, for_training=False)
-        dtype = X.dtype if X.dtype in _FLOATS else np.float64
-        out = np.empty((X.shape[0], n_out), dtype=dtype)
+        out = np.empty((X.shape[0], n_out), dtype=_output_dtype(X.dtype))
         source = RowSource(X)
+        # Moved outside inference mode: parameters moved inside it would
+        # become inference tensors that later training cannot use.
+        module = self.module_.to(device)
         with limited_threads(), torch.inference_mode():
-            module = self.module_.to(device).eval()
+            module.eval()
             start = 0
             for x in self._ordered_batches(source, device):
                 stop = start + x.shape[0]
@@ -380,6 +432,8 @@ class BaseSparseAutoencoder(
 
     @property
     def _n_features_out(self) -> int:
+        if hasattr(self, "components_"):
+            return self.components_.shape[0]
         return self.n_components
 
     # --------------------------------------------------------- validation
@@ -413,7 +467,8 @@ class BaseSparseAutoencoder(
     # ------------------------------------------------------- persistence
 
     def __getstate__(self):
-        state = super().__getstate__()
+        # A copy: BaseEstimator may hand back the live __dict__ itself.
+        state = dict(super().__getstate__())
         module = state.get("module_")
         if module is not None and any(
             p.device.type != "cpu" for p in module.parameters()

@@ -163,6 +163,9 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
                 "a sample cannot use more atoms than the dictionary has."
             )
 
+    def _update_module(self, module) -> None:
+        module.rule = TopK(self.k)
+
     def _make_module(self, n_features, mean, generator) -> torch.nn.Module:
         return LinearAutoencoder(
             n_features, self.n_components, TopK(self.k), mean=mean, generator=generator

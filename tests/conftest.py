@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-import torch
 
 
 def make_sparse_data(
@@ -34,6 +33,3 @@ def digits():
 @pytest.fixture
 def small_X():
     return np.random.RandomState(0).randn(120, 6)
-
-
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

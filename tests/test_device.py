@@ -64,11 +64,23 @@ def test_fit_on_cuda_and_use_on_cpu(sparse_data):
     assert next(sae.module_.parameters()).device.type == "cuda"
     assert (codes != 0).sum(axis=1).max() <= 4
     loaded = pickle.loads(pickle.dumps(sae))
+    assert next(sae.module_.parameters()).device.type == "cuda"  # live model untouched
     assert next(loaded.module_.parameters()).device.type == "cpu"
     loaded.set_params(device="cpu")
     np.testing.assert_allclose(
         loaded.transform(sparse_data.astype(np.float32)), codes, atol=1e-4
     )
+
+
+@requires_cuda
+def test_cpu_model_moved_to_cuda_by_transform_still_trains(sparse_data):
+    X = sparse_data.astype(np.float32)
+    sae = KSparseAutoencoder(n_components=32, k=4, max_iter=2, device="cpu").fit(X)
+    loaded = pickle.loads(pickle.dumps(sae)).set_params(device="cuda")
+    loaded.transform(X)
+    loaded.partial_fit(X)
+    loaded.set_params(warm_start=True).fit(X)
+    assert np.isfinite(loaded.score(X))
 
 
 @requires_cuda

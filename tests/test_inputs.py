@@ -268,3 +268,20 @@ def test_memmap_fit_resident_memory_does_not_grow_with_rows(tmp_path):
     mib = 2**20
     assert large < small + 25 * mib, f"{small / mib:.0f} MiB vs {large / mib:.0f} MiB"
     assert large < 75 * mib
+
+
+def test_big_endian_float32_memmap_keeps_float32(tmp_path, sparse_data):
+    np.save(tmp_path / "X.npy", sparse_data.astype(">f4"))
+    X = np.load(tmp_path / "X.npy", mmap_mode="r")
+    sae = model().fit(X)
+    assert sae.components_.dtype == np.float32
+    assert sae.transform(X).dtype == np.float32
+
+
+def test_memmap_validation_holds_out_about_the_requested_fraction():
+    from skae._engine.data import BlockRows
+
+    rows = BlockRows(np.arange(400), block_size=250, n_rows=100_000)
+    rest, taken = rows.split(10_000, np.random.RandomState(0))
+    assert len(taken) == 10_000 and len(rest) == 90_000
+    assert not set(taken.blocks) & set(rest.blocks)

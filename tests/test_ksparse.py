@@ -152,3 +152,68 @@ def test_feature_names_out():
     sae = KSparseAutoencoder(n_components=5, k=2, max_iter=2).fit(X)
     names = sae.get_feature_names_out()
     assert list(names) == [f"ksparseautoencoder{i}" for i in range(5)]
+
+
+def validation_rows(n_rows, seed=0, fraction=0.1):
+    """The rows an early-stopping fit with ``random_state=seed`` holds out."""
+    permuted = np.random.RandomState(seed).permutation(n_rows)
+    return np.sort(permuted[: int(np.ceil(fraction * n_rows))])
+
+
+def test_early_stopping_keeps_the_first_epoch_when_it_is_the_only_one(sparse_data):
+    sae = fast(early_stopping=True, max_iter=1).fit(sparse_data)
+    held_out = sparse_data[validation_rows(len(sparse_data))]
+    assert sae.score(held_out) == pytest.approx(sae.best_validation_score_, abs=1e-5)
+
+
+def test_early_stopping_with_tol_keeps_the_best_epoch_not_the_last_big_gain(
+    sparse_data,
+):
+    # tol only decides when to stop; small gains still make a new best epoch.
+    sae = fast(
+        early_stopping=True,
+        learning_rate=0.05,
+        max_iter=30,
+        n_iter_no_change=4,
+        tol=0.05,
+    ).fit(sparse_data)
+    held_out = sparse_data[validation_rows(len(sparse_data))]
+    assert sae.score(held_out) == pytest.approx(max(sae.validation_scores_), abs=1e-5)
+
+
+def test_n_iter_no_change_counts_epochs_after_the_first(sparse_data):
+    sae = fast(max_iter=50, n_iter_no_change=1, tol=10.0).fit(sparse_data)
+    assert sae.n_iter_ == 2
+
+
+def test_continued_training_uses_the_current_parameters(sparse_data):
+    sae = fast(max_iter=3).fit(sparse_data)
+    before = sae.components_.copy()
+    sae.set_params(learning_rate=1e-12).partial_fit(sparse_data)
+    np.testing.assert_allclose(sae.components_, before, atol=1e-6)
+    sae.set_params(k=8, learning_rate=1e-3).partial_fit(sparse_data)
+    assert (sae.transform(sparse_data) != 0).sum(axis=1).max() == 8
+    sae.set_params(n_components=10)
+    assert sae.transform(sparse_data).shape == (len(sparse_data), 64)
+    with pytest.raises(ValueError, match="n_components=10 differs from the fitted"):
+        sae.partial_fit(sparse_data)
+    with pytest.raises(ValueError, match="n_components=10 differs from the fitted"):
+        sae.set_params(warm_start=True).fit(sparse_data)
+
+
+def test_successive_partial_fits_shuffle_differently(sparse_data, monkeypatch):
+    from skae._engine import data
+
+    orders = []
+    original = data.IndexRows.shuffled
+
+    def spy(self, chunk_rows, rng):
+        chunks = list(original(self, chunk_rows, rng))
+        orders.append(np.concatenate(chunks))
+        return iter(chunks)
+
+    monkeypatch.setattr(data.IndexRows, "shuffled", spy)
+    sae = fast()
+    sae.partial_fit(sparse_data)
+    sae.partial_fit(sparse_data)
+    assert not np.array_equal(orders[0], orders[1])

@@ -72,3 +72,12 @@ def test_cpu_copy_copies_every_tensor_to_host(fitted):
         assert twin.data_ptr() != tensor.data_ptr()
     assert all(p.requires_grad for p in copied.parameters())
     assert copied.rule is not module.rule and copied.rule.k == module.rule.k
+
+
+def test_pickling_leaves_the_live_estimator_untouched(sparse_data):
+    sae = KSparseAutoencoder(n_components=8, k=2, max_iter=2).fit(sparse_data)
+    module, optimizer_state = sae.module_, sae._optimizer_state
+    assert sae.__getstate__() is not sae.__dict__
+    pickle.dumps(sae)
+    assert sae.module_ is module
+    assert sae._optimizer_state is optimizer_state

@@ -91,3 +91,31 @@ def test_loss_curve_decreases(sparse_data):
     assert len(curve) == 20
     assert all(later < earlier for earlier, later in itertools.pairwise(curve))
     assert curve[-1] < 0.6 * curve[0]
+
+
+def test_weights_that_overflow_in_the_last_step_are_caught(sparse_data):
+    with pytest.raises(ValueError, match="Training diverged"):
+        model(learning_rate=1e30, max_iter=1).fit(sparse_data)
+
+
+def test_failure_after_some_epochs_of_a_warm_fit_leaves_the_model_as_it_was(
+    sparse_data, monkeypatch
+):
+    sae = model(warm_start=True).fit(sparse_data)
+    codes = sae.transform(sparse_data)
+    original = skae._engine.training.train_epoch
+    calls = []
+
+    def poisoned(module, *args, **kwargs):
+        loss = original(module, *args, **kwargs)
+        calls.append(1)
+        if len(calls) == 3:
+            with torch.no_grad():
+                module.W_enc.fill_(float("nan"))
+        return loss
+
+    monkeypatch.setattr(skae._engine.training, "train_epoch", poisoned)
+    with pytest.raises(ValueError, match="Training diverged"):
+        sae.fit(sparse_data)
+    assert len(calls) == 3
+    np.testing.assert_array_equal(sae.transform(sparse_data), codes)

@@ -150,7 +150,8 @@ class BlockRows:
         self, n_taken: int, rng: np.random.RandomState
     ) -> tuple[BlockRows, BlockRows]:
         """(rest, taken): whole blocks holding about ``n_taken`` rows, at random."""
-        n_blocks = min(len(self.blocks) - 1, -(-n_taken // self.block_size))
+        wanted = max(1, round(n_taken / self.block_size))
+        n_blocks = min(len(self.blocks) - 1, wanted)
         permuted = self.blocks[rng.permutation(len(self.blocks))]
         rest, taken = np.sort(permuted[n_blocks:]), np.sort(permuted[:n_blocks])
         return self._like(rest), self._like(taken)
@@ -182,9 +183,19 @@ class BlockRows:
             yield self._rows(np.sort(order[start : start + per_chunk]))
 
 
-def all_rows(source: RowSource, block_size: int) -> IndexRows | BlockRows:
-    """Every row of ``source``, in the representation that suits it."""
+BLOCK_BYTES = 2**16
+
+
+def all_rows(source: RowSource) -> IndexRows | BlockRows:
+    """Every row of ``source``, in the representation that suits it.
+
+    A memmap's blocks are about :data:`BLOCK_BYTES`, whatever the batch
+    size: small enough that every chunk, and so every batch, mixes many
+    distant stretches of the file, large enough to read efficiently.
+    """
     if source.is_memmap:
+        row_bytes = source.X.dtype.itemsize * max(source.n_features, 1)
+        block_size = max(1, BLOCK_BYTES // row_bytes)
         n_blocks = -(-source.n_rows // block_size)
         return BlockRows(np.arange(n_blocks), block_size, source.n_rows)
     return IndexRows(np.arange(source.n_rows))

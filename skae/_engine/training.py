@@ -116,7 +116,23 @@ def evaluate(module: nn.Module, batches: Iterable[Tensor]) -> Evaluation:
 
 
 def _improved(value: float, best: float, tol: float) -> bool:
-    return value < best - tol * abs(best)
+    """Better than ``best`` by a relative ``tol`` (any finite value beats inf)."""
+    return math.isinf(best) or value < best - tol * abs(best)
+
+
+def is_finite(module: nn.Module) -> bool:
+    """True when every parameter of ``module`` is finite (one device sync)."""
+    checks = [torch.isfinite(p).all() for p in module.parameters()]
+    return bool(torch.stack(checks).all())
+
+
+def _diverged(loss: float, epoch: int) -> TrainingDivergedError:
+    return TrainingDivergedError(
+        f"Training diverged: the loss became {loss} at epoch {epoch}. The "
+        "learning rate is probably too high for this data, or the input is not "
+        "scaled: lower learning_rate or standardize X (for example with "
+        "sklearn.preprocessing.StandardScaler)."
+    )
 
 
 def train(
@@ -134,16 +150,18 @@ def train(
 
     With ``validation_batches`` the loss on those rows is monitored and the
     module ends with the weights of its best validation epoch; without, the
-    training loss is monitored and the last weights are kept. Ctrl-C stops
-    training cleanly (with a warning) and keeps the same weights it would
-    have kept at a normal stop. A NaN or infinite loss restores the last
-    finite weights and raises :class:`TrainingDivergedError`. ``activity``,
-    when given, accumulates every latent's activity over all training steps.
+    training loss is monitored and the last weights are kept. As in
+    scikit-learn's MLP, ``tol`` only decides when to stop: the best epoch is
+    the one with the lowest monitored loss. Ctrl-C stops training cleanly,
+    with a warning, keeping the weights a normal stop would keep. A NaN or
+    infinite loss or weight raises :class:`TrainingDivergedError`, leaving
+    the module's weights undefined: the caller restores or discards them.
+    ``activity``, when given, accumulates every latent's activity over all
+    training steps.
     """
     history = History()
     best = math.inf
-    best_state = snapshot(module) if validation_batches is not None else None
-    last_finite = snapshot(module)
+    best_state = None
     stale_epochs = 0
     progress = tqdm(
         total=rule.max_epochs, desc=description, unit="epoch", disable=not verbose
@@ -151,28 +169,21 @@ def train(
     try:
         for epoch in range(1, rule.max_epochs + 1):
             loss = float(train_epoch(module, optimizer, train_batches(), activity))
-            if not math.isfinite(loss):
-                module.load_state_dict(last_finite)
-                raise TrainingDivergedError(
-                    f"Training diverged: the loss became {loss} at epoch {epoch}. "
-                    "The learning rate is probably too high for this data, or the "
-                    "input is not scaled: lower learning_rate or standardize X "
-                    "(for example with sklearn.preprocessing.StandardScaler)."
-                )
-            last_finite = snapshot(module)
+            if not (math.isfinite(loss) and is_finite(module)):
+                raise _diverged(loss, epoch)
             history.loss.append(loss)
             monitored = loss
             if validation_batches is not None:
                 evaluation = evaluate(module, validation_batches())
                 history.validation.append(evaluation)
                 monitored = evaluation.loss
-            if _improved(monitored, best, rule.tol):
-                stale_epochs = 0
-                if best_state is not None:
+            stale_epochs = (
+                0 if _improved(monitored, best, rule.tol) else stale_epochs + 1
+            )
+            if monitored < best:
+                best = monitored
+                if validation_batches is not None:
                     best_state = snapshot(module)
-            else:
-                stale_epochs += 1
-            best = min(best, monitored)
             progress.update()
             progress.set_postfix(loss=f"{loss:.4g}", best=f"{best:.4g}")
             if stale_epochs >= rule.n_iter_no_change:
@@ -180,14 +191,15 @@ def train(
                 break
     except KeyboardInterrupt:
         history.interrupted = True
+        kept = "best weights so far" if best_state is not None else "last weights"
         warnings.warn(
             f"Training interrupted after {history.n_epochs} epoch(s); keeping the "
-            + ("best weights so far." if best_state is not None else "last weights."),
+            f"{kept}.",
             RuntimeWarning,
             stacklevel=3,
         )
-        if best_state is None:
-            module.load_state_dict(last_finite)
+        if best_state is None and not is_finite(module):
+            raise _diverged(math.nan, history.n_epochs + 1) from None
     finally:
         progress.close()
     if best_state is not None:
