@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -61,10 +60,6 @@ def thread_budget() -> int:
     of these so that ``GridSearchCV(n_jobs=...)`` does not oversubscribe.
     """
     limits = [torch.get_num_threads()]
-    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        value = os.environ.get(name, "")
-        if value.isdigit() and int(value) > 0:
-            limits.append(int(value))
     for pool in _controller().info():
         if pool.get("user_api") in ("openmp", "blas") and pool.get("num_threads"):
             limits.append(int(pool["num_threads"]))
