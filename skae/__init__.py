@@ -1,8 +1,16 @@
 """skae: sparse autoencoders as scikit-learn estimators, trained with PyTorch."""
 
 from ._base import BaseSparseAutoencoder
+from ._kl import KLSparseAutoencoder
 from ._ksparse import KSparseAutoencoder
+from ._l1 import L1SparseAutoencoder
 
 __version__ = "0.1.0.dev0"
 
-__all__ = ["BaseSparseAutoencoder", "KSparseAutoencoder", "__version__"]
+__all__ = [
+    "BaseSparseAutoencoder",
+    "KLSparseAutoencoder",
+    "KSparseAutoencoder",
+    "L1SparseAutoencoder",
+    "__version__",
+]

@@ -8,10 +8,12 @@ import torch
 from sklearn.utils._param_validation import Interval
 
 from ._base import BaseSparseAutoencoder
-from ._engine.modules import LinearAutoencoder
+from ._docs import fill_doc
+from ._engine.modules import LinearAutoencoder, tied_init
 from ._sparsity import TopK
 
 
+@fill_doc
 class KSparseAutoencoder(BaseSparseAutoencoder):
     """k-sparse autoencoder: each sample is coded by at most ``k`` atoms.
 
@@ -39,34 +41,7 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
         reconstruction.
     learning_rate : float, default=3e-3
         Adam's step size.
-    batch_size : int, default=256
-        Rows per minibatch.
-    max_iter : int, default=100
-        Maximum number of epochs (passes over the training data).
-    tol : float, default=1e-4
-        Relative tolerance: training stops when the monitored loss (the
-        validation loss with ``early_stopping``, else the training loss) has
-        not improved by ``tol`` times its best value for ``n_iter_no_change``
-        consecutive epochs.
-    n_iter_no_change : int, default=10
-        Epochs without improvement before stopping.
-    early_stopping : bool, default=False
-        Hold out ``validation_fraction`` of the rows, monitor the loss on
-        them, and keep the weights of the best validation epoch.
-    validation_fraction : float, default=0.1
-        Fraction of rows held out when ``early_stopping`` is True, in (0, 1).
-    warm_start : bool, default=False
-        When True, ``fit`` continues training the fitted model (and its
-        optimizer state) instead of starting afresh.
-    device : str or torch.device, default='auto'
-        Where to train: ``'auto'`` (CUDA when available, else CPU),
-        ``'cpu'``, ``'cuda'`` or ``'cuda:N'``. A fitted model is stored on the
-        CPU when pickled and transforms on any machine.
-    random_state : int, RandomState instance or None, default=None
-        Seeds initialization, shuffling and the validation split. With an int,
-        two fits on the same data give bitwise-identical models on the CPU.
-    verbose : int, default=0
-        Show a progress bar over epochs when positive.
+    %(training_parameters)s
 
     Attributes
     ----------
@@ -76,21 +51,7 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
         Fraction of training rows on which each latent is non-zero, measured
         with the final weights after ``fit`` and during the pass of the last
         ``partial_fit``. Zeros are dead latents.
-    loss_curve_ : list of float
-        Mean training loss (squared error per sample) of every epoch.
-    validation_scores_ : list of float
-        Explained variance on the validation rows after every epoch; only
-        with ``early_stopping``.
-    best_validation_score_ : float
-        Best of ``validation_scores_``; only with ``early_stopping``.
-    n_iter_ : int
-        Number of epochs run (one per ``partial_fit`` call).
-    module_ : torch.nn.Module
-        The trained torch module.
-    n_features_in_ : int
-        Number of features seen during ``fit``.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
-        Names of features seen during ``fit``, when X has string column names.
+    %(fitted_attributes)s
 
     See Also
     --------
@@ -167,6 +128,5 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
         module.rule = TopK(self.k)
 
     def _make_module(self, n_features, mean, generator) -> torch.nn.Module:
-        return LinearAutoencoder(
-            n_features, self.n_components, TopK(self.k), mean=mean, generator=generator
-        )
+        weights = tied_init(mean, self.n_components, generator)
+        return LinearAutoencoder(weights, TopK(self.k))

@@ -46,3 +46,69 @@ class TopK:
 
     def __repr__(self) -> str:
         return f"TopK(k={self.k})"
+
+
+def weighted_l1(codes: Tensor, atoms: Tensor) -> Tensor:
+    """Mean over rows of ``sum_i |h_i| * ||d_i||``.
+
+    Weighting each activation by its atom's norm means the penalty cannot be
+    dodged by shrinking codes while growing atoms (Anthropic, "Towards
+    Monosemanticity", 2023).
+    """
+    return (codes.abs() @ atoms.norm(dim=1)).mean()
+
+
+def rho_divergence(rho: float, rho_hat: Tensor, kind: str) -> Tensor:
+    """Sum over units of s(rho, rho_hat_j): 'kl', 'l1' or 'l2' (Ng, CS294A).
+
+    ``rho_hat`` is clamped away from 0 and 1 so the KL divergence and its
+    gradient stay finite when a unit is always off or always on.
+    """
+    if kind == "kl":
+        eps = 1e-6
+        q = rho_hat.clamp(eps, 1 - eps)
+        kl = rho * torch.log(rho / q) + (1 - rho) * torch.log((1 - rho) / (1 - q))
+        return kl.sum()
+    if kind == "l1":
+        return (rho - rho_hat).abs().sum()
+    return (rho - rho_hat).square().sum()
+
+
+class L1:
+    """ReLU codes with an atom-norm-weighted L1 penalty of strength ``alpha``."""
+
+    def __init__(self, alpha: float) -> None:
+        self.alpha = alpha
+
+    def activate(self, pre: Tensor) -> Tensor:
+        return torch.relu(pre)
+
+    def penalty(self, codes: Tensor, atoms: Tensor) -> Tensor:
+        return self.alpha * weighted_l1(codes, atoms)
+
+    def activity(self, codes: Tensor) -> Tensor:
+        return (codes != 0).to(codes.dtype)
+
+    def __repr__(self) -> str:
+        return f"L1(alpha={self.alpha})"
+
+
+class TargetActivation:
+    """Sigmoid codes whose batch-mean activations are pulled towards ``rho``."""
+
+    def __init__(self, rho: float, weight: float, kind: str = "kl") -> None:
+        self.rho = rho
+        self.weight = weight
+        self.kind = kind
+
+    def activate(self, pre: Tensor) -> Tensor:
+        return torch.sigmoid(pre)
+
+    def penalty(self, codes: Tensor, atoms: Tensor) -> Tensor:
+        return self.weight * rho_divergence(self.rho, codes.mean(dim=0), self.kind)
+
+    def activity(self, codes: Tensor) -> Tensor:
+        return codes
+
+    def __repr__(self) -> str:
+        return f"TargetActivation(rho={self.rho}, weight={self.weight}, {self.kind!r})"

@@ -2,12 +2,16 @@
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skae import KSparseAutoencoder
+from skae import KLSparseAutoencoder, KSparseAutoencoder, L1SparseAutoencoder
 
 # Small models and few epochs: the checks fit hundreds of times on tiny data.
 # Several checks force n_components=1, so k=1 keeps k <= n_components valid
 # (sklearn's own suite sets such dependent parameters the same way).
-ESTIMATORS = [KSparseAutoencoder(n_components=8, k=1, max_iter=5)]
+ESTIMATORS = [
+    KSparseAutoencoder(n_components=8, k=1, max_iter=5),
+    L1SparseAutoencoder(n_components=8, max_iter=5),
+    KLSparseAutoencoder(n_components=8, max_iter=5),
+]
 
 
 @parametrize_with_checks(ESTIMATORS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -16,70 +17,118 @@ class ForwardOutput(NamedTuple):
     penalty: Tensor
 
 
-class LinearAutoencoder(nn.Module):
-    """One-layer sparse autoencoder with a tied-at-init, untied-after encoder.
+class Weights(NamedTuple):
+    """Initial weights of a one-layer autoencoder; atoms are rows of W_dec."""
 
-    ``codes = rule.activate((x - b_dec) @ W_enc.T + b_enc)`` and
-    ``reconstruction = codes @ W_dec + b_dec``. The rows of ``W_dec`` are the
-    dictionary atoms (``components_`` on the estimator). The input-space bias
-    ``b_dec`` starts at the data mean and the encoder at the decoder's
-    transpose, as in Gao et al. (2024), "Scaling and evaluating sparse
-    autoencoders".
+    W_enc: Tensor
+    b_enc: Tensor
+    W_dec: Tensor
+    b_dec: Tensor
+
+
+def tied_init(mean: Tensor, n_components: int, generator: torch.Generator) -> Weights:
+    """Random unit atoms, encoder = decoder transpose, input bias at the mean.
+
+    The initialization of Gao et al. (2024), "Scaling and evaluating sparse
+    autoencoders". Drawn on the CPU so a seed gives the same model anywhere.
+    """
+    atoms = torch.randn(n_components, mean.shape[0], generator=generator)
+    atoms /= atoms.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return Weights(
+        atoms.clone(), torch.zeros(n_components), atoms, mean.detach().clone().float()
+    )
+
+
+def uniform_init(
+    n_features: int, n_components: int, generator: torch.Generator
+) -> Weights:
+    """Weights uniform in ±sqrt(6 / (n_in + n_out + 1)), biases zero (CS294A)."""
+    r = math.sqrt(6.0 / (n_features + n_components + 1))
+
+    def uniform(*shape: int) -> Tensor:
+        return (torch.rand(*shape, generator=generator) * 2 - 1) * r
+
+    return Weights(
+        uniform(n_components, n_features),
+        torch.zeros(n_components),
+        uniform(n_components, n_features),
+        torch.zeros(n_features),
+    )
+
+
+class LinearAutoencoder(nn.Module):
+    """One-layer sparse autoencoder.
+
+    ``codes = rule.activate((x - b_dec) @ W_enc.T + b_enc)`` (without the
+    ``- b_dec`` when ``center_input`` is False) and
+    ``reconstruction = output(codes @ W_dec + b_dec)``. The rows of ``W_dec``
+    are the dictionary atoms (``components_`` on the estimator).
 
     Parameters
     ----------
-    n_features, n_components : int
-        Input and code widths.
+    weights : Weights
+        Initial weights, from :func:`tied_init` or :func:`uniform_init`.
     rule : object
         A sparsity rule from :mod:`skae._sparsity`.
-    mean : Tensor of shape (n_features,)
-        Initial value of the input-space bias.
-    generator : torch.Generator
-        Source of the random initial atoms (on CPU, so that a seed gives the
-        same model on every device).
     unit_norm_atoms : bool
         Keep every atom at unit L2 norm through training.
+    center_input : bool
+        Subtract the input-space bias before encoding (Gao et al. 2024).
+    output_activation : {'identity', 'sigmoid'}
+        Applied to the reconstruction; 'sigmoid' for data in (0, 1).
+    weight_decay : float
+        Adds ``weight_decay / 2 * (||W_enc||^2 + ||W_dec||^2)`` to the penalty.
     """
 
     def __init__(
         self,
-        n_features: int,
-        n_components: int,
+        weights: Weights,
         rule,
         *,
-        mean: Tensor,
-        generator: torch.Generator,
         unit_norm_atoms: bool = True,
+        center_input: bool = True,
+        output_activation: str = "identity",
+        weight_decay: float = 0.0,
     ) -> None:
         super().__init__()
         self.rule = rule
         self.unit_norm_atoms = unit_norm_atoms
-        atoms = torch.randn(n_components, n_features, generator=generator)
-        atoms /= atoms.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        self.W_dec = nn.Parameter(atoms)
-        self.W_enc = nn.Parameter(atoms.clone())
-        self.b_enc = nn.Parameter(torch.zeros(n_components))
-        self.b_dec = nn.Parameter(mean.detach().clone().to(torch.float32))
+        self.center_input = center_input
+        self.output_activation = output_activation
+        self.weight_decay = weight_decay
+        self.W_enc = nn.Parameter(weights.W_enc.float())
+        self.b_enc = nn.Parameter(weights.b_enc.float())
+        self.W_dec = nn.Parameter(weights.W_dec.float())
+        self.b_dec = nn.Parameter(weights.b_dec.float())
 
     @property
     def n_components(self) -> int:
         return self.W_dec.shape[0]
 
     def preactivate(self, x: Tensor) -> Tensor:
-        return torch.addmm(self.b_enc, x - self.b_dec, self.W_enc.T)
+        if self.center_input:
+            x = x - self.b_dec
+        return torch.addmm(self.b_enc, x, self.W_enc.T)
 
     def encode(self, x: Tensor) -> Tensor:
         return self.rule.activate(self.preactivate(x))
 
     def decode(self, codes: Tensor) -> Tensor:
-        return torch.addmm(self.b_dec, codes, self.W_dec)
+        reconstruction = torch.addmm(self.b_dec, codes, self.W_dec)
+        if self.output_activation == "sigmoid":
+            return torch.sigmoid(reconstruction)
+        return reconstruction
+
+    def penalty(self, codes: Tensor) -> Tensor:
+        penalty = self.rule.penalty(codes, self.W_dec)
+        if self.weight_decay:
+            squares = self.W_enc.square().sum() + self.W_dec.square().sum()
+            penalty = penalty + 0.5 * self.weight_decay * squares
+        return penalty
 
     def forward(self, x: Tensor) -> ForwardOutput:
         codes = self.encode(x)
-        reconstruction = self.decode(codes)
-        return ForwardOutput(
-            reconstruction, codes, self.rule.penalty(codes, self.W_dec)
-        )
+        return ForwardOutput(self.decode(codes), codes, self.penalty(codes))
 
     def activity(self, codes: Tensor) -> Tensor:
         return self.rule.activity(codes)

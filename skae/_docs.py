@@ -1,0 +1,77 @@
+"""Docstring sections shared by every estimator, written once."""
+
+from __future__ import annotations
+
+import textwrap
+
+_TRAINING_PARAMETERS = """\
+batch_size : int, default=256
+    Rows per minibatch.
+max_iter : int, default=100
+    Maximum number of epochs (passes over the training data).
+tol : float, default=1e-4
+    Relative tolerance: training stops when the monitored loss (the
+    validation loss with ``early_stopping``, else the training loss) has
+    not improved by ``tol`` times its best value for ``n_iter_no_change``
+    consecutive epochs.
+n_iter_no_change : int, default=10
+    Epochs without improvement before stopping.
+early_stopping : bool, default=False
+    Hold out ``validation_fraction`` of the rows, monitor the loss on
+    them, and keep the weights of the best validation epoch. A memmap holds
+    out whole blocks of about 64 KiB of rows.
+validation_fraction : float, default=0.1
+    Fraction of rows held out when ``early_stopping`` is True, in (0, 1).
+warm_start : bool, default=False
+    When True, ``fit`` continues training the fitted model (and its
+    optimizer state) with the current parameters instead of starting
+    afresh; ``n_components`` cannot change.
+device : str or torch.device, default='auto'
+    Where to train: ``'auto'`` (CUDA when available, else CPU),
+    ``'cpu'``, ``'cuda'`` or ``'cuda:N'``. A fitted model is stored on the
+    CPU when pickled and transforms on any machine.
+random_state : int, RandomState instance or None, default=None
+    Seeds initialization, shuffling and the validation split. With an int,
+    two fits on the same data give bitwise-identical models on the CPU.
+verbose : int, default=0
+    Show a progress bar over epochs when positive.
+"""
+
+_FITTED_ATTRIBUTES = """\
+loss_curve_ : list of float
+    Mean training objective (squared error per sample plus any penalty)
+    of every epoch.
+validation_scores_ : list of float
+    Explained variance on the validation rows after every epoch; only
+    with ``early_stopping``.
+best_validation_score_ : float
+    Best of ``validation_scores_``; only with ``early_stopping``.
+n_iter_ : int
+    Number of epochs run (one per ``partial_fit`` call).
+module_ : torch.nn.Module
+    The trained torch module.
+n_features_in_ : int
+    Number of features seen during ``fit``.
+feature_names_in_ : ndarray of shape (n_features_in_,)
+    Names of features seen during ``fit``, when X has string column names.
+"""
+
+_SECTIONS = {
+    "training_parameters": _TRAINING_PARAMETERS,
+    "fitted_attributes": _FITTED_ATTRIBUTES,
+}
+
+
+def fill_doc(cls: type) -> type:
+    """Replace ``%(name)s`` placeholder lines in ``cls.__doc__`` with shared
+    sections, indented like the placeholder."""
+    lines = []
+    for line in cls.__doc__.splitlines():
+        name = line.strip()
+        if name.startswith("%(") and name.endswith(")s"):
+            indent = line[: len(line) - len(line.lstrip())]
+            lines.append(textwrap.indent(_SECTIONS[name[2:-2]], indent).rstrip("\n"))
+        else:
+            lines.append(line)
+    cls.__doc__ = "\n".join(lines)
+    return cls

@@ -1,0 +1,122 @@
+"""L1SparseAutoencoder: ReLU codes with an atom-norm-weighted L1 penalty."""
+
+from __future__ import annotations
+
+from numbers import Real
+
+import torch
+from sklearn.utils._param_validation import Interval
+
+from ._base import BaseSparseAutoencoder
+from ._docs import fill_doc
+from ._engine.modules import LinearAutoencoder, tied_init
+from ._sparsity import L1
+
+
+@fill_doc
+class L1SparseAutoencoder(BaseSparseAutoencoder):
+    """Sparse autoencoder with ReLU codes and an L1 penalty on activations.
+
+    The loss is the squared reconstruction error plus
+    ``alpha * sum_i |h_i| * ||d_i||`` per sample: each activation is weighted
+    by the L2 norm of its decoder atom, so the penalty cannot be dodged by
+    shrinking the codes and growing the atoms. Unlike
+    :class:`KSparseAutoencoder`, the number of active latents varies from
+    sample to sample and is set indirectly by ``alpha``.
+
+    Parameters
+    ----------
+    n_components : int, default=128
+        Number of latents (dictionary atoms).
+    alpha : float, default=1.0
+        Strength of the sparsity penalty, ``>= 0``. Larger values give fewer
+        active latents per sample and a worse reconstruction; 0 gives a
+        plain ReLU autoencoder. The penalty is on the scale of the squared
+        error of one sample, so standardize X before comparing values of
+        ``alpha`` across datasets.
+    learning_rate : float, default=3e-3
+        Adam's step size.
+    %(training_parameters)s
+
+    Attributes
+    ----------
+    components_ : ndarray of shape (n_components, n_features_in_)
+        Dictionary atoms (the decoder's rows). Their norms are free; the
+        penalty accounts for them.
+    activation_frequency_ : ndarray of shape (n_components,)
+        Fraction of training rows on which each latent is non-zero, measured
+        with the final weights after ``fit`` and during the pass of the last
+        ``partial_fit``. Zeros are dead latents.
+    %(fitted_attributes)s
+
+    See Also
+    --------
+    KSparseAutoencoder : Exactly ``k`` active latents per sample.
+    sklearn.decomposition.MiniBatchDictionaryLearning : L1-penalized sparse
+        coding solved per sample.
+
+    References
+    ----------
+    .. [1] T. Bricken et al., "Towards Monosemanticity: Decomposing Language
+       Models With Dictionary Learning", Transformer Circuits Thread, 2023.
+    .. [2] A. Templeton et al., "Scaling Monosemanticity", Transformer
+       Circuits Thread, 2024.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from skae import L1SparseAutoencoder
+    >>> X = load_digits().data / 16
+    >>> sae = L1SparseAutoencoder(n_components=64, alpha=0.5, max_iter=20,
+    ...                           random_state=0)
+    >>> codes = sae.fit_transform(X)
+    >>> codes.shape
+    (1797, 64)
+    >>> bool((codes >= 0).all())
+    True
+    """
+
+    _parameter_constraints: dict = {
+        **BaseSparseAutoencoder._parameter_constraints,
+        "alpha": [Interval(Real, 0, None, closed="left")],
+    }
+
+    def __init__(
+        self,
+        n_components=128,
+        alpha=1.0,
+        *,
+        learning_rate=3e-3,
+        batch_size=256,
+        max_iter=100,
+        tol=1e-4,
+        n_iter_no_change=10,
+        early_stopping=False,
+        validation_fraction=0.1,
+        warm_start=False,
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        super().__init__(
+            n_components,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            max_iter=max_iter,
+            tol=tol,
+            n_iter_no_change=n_iter_no_change,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            warm_start=warm_start,
+            device=device,
+            random_state=random_state,
+            verbose=verbose,
+        )
+        self.alpha = alpha
+
+    def _update_module(self, module) -> None:
+        module.rule = L1(self.alpha)
+
+    def _make_module(self, n_features, mean, generator) -> torch.nn.Module:
+        weights = tied_init(mean, self.n_components, generator)
+        return LinearAutoencoder(weights, L1(self.alpha), unit_norm_atoms=False)

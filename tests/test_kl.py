@@ -1,0 +1,99 @@
+"""KLSparseAutoencoder: target activations, the CS294A patch experiment."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from conftest import window_energy
+from sklearn.decomposition import PCA
+
+from skae import KLSparseAutoencoder
+from skae._sparsity import rho_divergence
+
+# The CS294A settings: 25 hidden units, rho = 0.01, sigmoid outputs.
+CS294A = {
+    "n_components": 25,
+    "sparsity_target": 0.01,
+    "output_activation": "sigmoid",
+    "learning_rate": 1e-2,
+    "max_iter": 200,
+    "random_state": 0,
+}
+
+
+@pytest.fixture(scope="module")
+def cs294a_model(patches):
+    return KLSparseAutoencoder(**CS294A).fit(patches)
+
+
+def test_each_unit_mean_activation_is_within_a_factor_2_of_rho(cs294a_model, patches):
+    rho_hat = cs294a_model.transform(patches).mean(axis=0)
+    np.testing.assert_allclose(rho_hat, cs294a_model.activation_frequency_, rtol=1e-4)
+    assert (rho_hat > 0.005).all() and (rho_hat < 0.02).all(), rho_hat
+
+
+def test_atoms_on_patches_are_localized(cs294a_model, patches):
+    # Measure: share of an atom's energy in its best 4 × 4 window (a quarter
+    # of the patch). Random atoms score about 0.39, PCA's about 0.37.
+    pca = PCA(n_components=25, random_state=0).fit(patches)
+    localization = window_energy(cs294a_model.components_).mean()
+    assert window_energy(pca.components_).mean() < 0.40
+    assert localization > window_energy(pca.components_).mean() + 0.08
+    assert localization > 0.47
+
+
+def test_reconstruction_is_useful_and_in_the_unit_interval(cs294a_model, patches):
+    assert cs294a_model.score(patches) > 0.3
+    reconstruction = cs294a_model.inverse_transform(cs294a_model.transform(patches))
+    assert (reconstruction > 0).all() and (reconstruction < 1).all()
+
+
+@pytest.mark.parametrize("loss", ["kl", "l1", "l2"])
+def test_larger_target_gives_larger_mean_activation(patches, loss):
+    targets = [0.02, 0.05, 0.1, 0.2]
+    params = CS294A | {"max_iter": 30, "sparsity_loss": loss}
+    means = [
+        KLSparseAutoencoder(**params | {"sparsity_target": rho})
+        .fit(patches)
+        .activation_frequency_.mean()
+        for rho in targets
+    ]
+    assert all(a < b for a, b in itertools.pairwise(means)), means
+    if loss != "l2":  # a squared gap pulls too weakly near rho to get this close
+        np.testing.assert_allclose(means, targets, rtol=0.5)
+
+
+def test_larger_weight_pulls_mean_activations_closer_to_target(patches):
+    gaps = []
+    for weight in [0.0, 0.3, 3.0]:
+        sae = KLSparseAutoencoder(
+            **CS294A | {"max_iter": 30, "sparsity_weight": weight}
+        )
+        rho_hat = sae.fit(patches).activation_frequency_
+        gaps.append(np.abs(np.log(rho_hat / 0.01)).mean())
+    assert gaps[0] > gaps[1] > gaps[2], gaps
+
+
+@pytest.mark.parametrize("kind", ["kl", "l1", "l2"])
+def test_divergence_is_finite_at_the_edges(kind):
+    rho_hat = torch.tensor([0.0, 1e-12, 0.5, 1.0], requires_grad=True)
+    value = rho_divergence(0.05, rho_hat, kind)
+    value.backward()
+    assert torch.isfinite(value)
+    assert torch.isfinite(rho_hat.grad).all()
+    assert float(rho_divergence(0.05, torch.tensor([0.05]), kind)) == pytest.approx(
+        0, abs=1e-6
+    )
+
+
+def test_weight_decay_shrinks_weights(patches):
+    norms = [
+        np.linalg.norm(
+            KLSparseAutoencoder(**CS294A | {"max_iter": 20, "weight_decay": wd})
+            .fit(patches)
+            .components_
+        )
+        for wd in [0.0, 1e-2]
+    ]
+    assert norms[1] < 0.8 * norms[0]
