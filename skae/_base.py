@@ -58,7 +58,6 @@ class BaseSparseAutoencoder(
     """
 
     _parameter_constraints: dict = {
-        "n_components": [Interval(Integral, 1, None, closed="left")],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
@@ -74,7 +73,6 @@ class BaseSparseAutoencoder(
 
     def __init__(
         self,
-        n_components,
         *,
         learning_rate,
         batch_size,
@@ -88,7 +86,6 @@ class BaseSparseAutoencoder(
         random_state,
         verbose,
     ):
-        self.n_components = n_components
         self.learning_rate = learning_rate
         self.batch_size = batch_size
         self.max_iter = max_iter
@@ -120,15 +117,20 @@ class BaseSparseAutoencoder(
         them from ``self`` here.
         """
 
+    def _architecture(self) -> dict:
+        """The parameters that fix the module's shape, by name."""
+        return {"n_components": self.n_components}
+
     def _check_incremental(self) -> None:
-        fitted_width = self.components_.shape[0]
-        if self.n_components != fitted_width:
-            raise ValueError(
-                f"n_components={self.n_components} differs from the fitted model's "
-                f"{fitted_width}: warm_start and partial_fit continue the fitted "
-                "model and cannot change its width. Fit with warm_start=False to "
-                "start afresh."
-            )
+        for name, value in self._architecture().items():
+            fitted = self._fitted_architecture[name]
+            if value != fitted:
+                raise ValueError(
+                    f"{name}={value!r} differs from the fitted model's {fitted!r}: "
+                    "warm_start and partial_fit continue the fitted model and "
+                    "cannot change its shape. Fit with warm_start=False to start "
+                    "afresh."
+                )
 
     # -------------------------------------------------------------- fitting
 
@@ -197,7 +199,9 @@ class BaseSparseAutoencoder(
                 self._update_module(module)
                 start_state = snapshot(module)
             else:
-                module = self._initial_module(source, train_rows, rng, device)
+                module = self._initial_module(
+                    source, train_rows, rng, device, pretrain=not single_pass
+                )
             optimizer = self._make_optimizer(module, incremental)
 
             def train_batches():
@@ -211,7 +215,7 @@ class BaseSparseAutoencoder(
                     optimizer,
                     train_batches,
                     StoppingRule(
-                        1 if single_pass else self.max_iter,
+                        1 if single_pass else self._training_epochs(),
                         self.tol,
                         self.n_iter_no_change,
                     ),
@@ -246,7 +250,14 @@ class BaseSparseAutoencoder(
                 group["lr"] = self.learning_rate
         return optimizer
 
-    def _initial_module(self, source, train_rows, rng, device) -> torch.nn.Module:
+    def _training_epochs(self) -> int:
+        return self.max_iter
+
+    def _initial_module(
+        self, source, train_rows, rng, device, *, pretrain: bool
+    ) -> torch.nn.Module:
+        """The module ``fit`` starts from. ``pretrain`` is False for
+        ``partial_fit``, which only ever makes one pass."""
         col_sum, _, n = column_sums(source, train_rows)
         mean = torch.from_numpy(col_sum / n)
         generator = torch.Generator().manual_seed(int(rng.randint(2**31 - 1)))
@@ -304,8 +315,13 @@ class BaseSparseAutoencoder(
         else:
             self.__dict__.pop("validation_scores_", None)
             self.__dict__.pop("best_validation_score_", None)
-        atoms = module.W_dec.detach().cpu().numpy()
+        self._fitted_architecture = self._architecture()
+        atoms = self._atoms(module).detach().cpu().numpy()
         self.components_ = atoms.astype(_output_dtype(dtype))
+
+    def _atoms(self, module) -> torch.Tensor:
+        """The dictionary atoms in input space, one row per latent."""
+        return module.W_dec
 
     # ----------------------------------------------------------- inference
 
@@ -434,7 +450,7 @@ class BaseSparseAutoencoder(
     def _n_features_out(self) -> int:
         if hasattr(self, "components_"):
             return self.components_.shape[0]
-        return self.n_components
+        return self._architecture()["n_components"]
 
     # --------------------------------------------------------- validation
 

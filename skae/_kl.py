@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from numbers import Real
+from numbers import Integral, Real
 
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -87,6 +87,7 @@ class KLSparseAutoencoder(BaseSparseAutoencoder):
 
     _parameter_constraints: dict = {
         **BaseSparseAutoencoder._parameter_constraints,
+        "n_components": [Interval(Integral, 1, None, closed="left")],
         "sparsity_target": [Interval(Real, 0, 1, closed="neither")],
         "sparsity_weight": [Interval(Real, 0, None, closed="left")],
         "sparsity_loss": [StrOptions({"kl", "l1", "l2"})],
@@ -116,7 +117,6 @@ class KLSparseAutoencoder(BaseSparseAutoencoder):
         verbose=0,
     ):
         super().__init__(
-            n_components,
             learning_rate=learning_rate,
             batch_size=batch_size,
             max_iter=max_iter,
@@ -129,6 +129,7 @@ class KLSparseAutoencoder(BaseSparseAutoencoder):
             random_state=random_state,
             verbose=verbose,
         )
+        self.n_components = n_components
         self.sparsity_target = sparsity_target
         self.sparsity_weight = sparsity_weight
         self.sparsity_loss = sparsity_loss

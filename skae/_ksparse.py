@@ -81,6 +81,7 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
 
     _parameter_constraints: dict = {
         **BaseSparseAutoencoder._parameter_constraints,
+        "n_components": [Interval(Integral, 1, None, closed="left")],
         "k": [Interval(Integral, 1, None, closed="left")],
     }
 
@@ -102,7 +103,6 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
         verbose=0,
     ):
         super().__init__(
-            n_components,
             learning_rate=learning_rate,
             batch_size=batch_size,
             max_iter=max_iter,
@@ -115,6 +115,7 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
             random_state=random_state,
             verbose=verbose,
         )
+        self.n_components = n_components
         self.k = k
 
     def _check_params(self, n_features: int) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from numbers import Real
+from numbers import Integral, Real
 
 import torch
 from sklearn.utils._param_validation import Interval
@@ -78,6 +78,7 @@ class L1SparseAutoencoder(BaseSparseAutoencoder):
 
     _parameter_constraints: dict = {
         **BaseSparseAutoencoder._parameter_constraints,
+        "n_components": [Interval(Integral, 1, None, closed="left")],
         "alpha": [Interval(Real, 0, None, closed="left")],
     }
 
@@ -99,7 +100,6 @@ class L1SparseAutoencoder(BaseSparseAutoencoder):
         verbose=0,
     ):
         super().__init__(
-            n_components,
             learning_rate=learning_rate,
             batch_size=batch_size,
             max_iter=max_iter,
@@ -112,6 +112,7 @@ class L1SparseAutoencoder(BaseSparseAutoencoder):
             random_state=random_state,
             verbose=verbose,
         )
+        self.n_components = n_components
         self.alpha = alpha
 
     def _update_module(self, module) -> None:
