@@ -4,6 +4,7 @@ from ._base import BaseSparseAutoencoder
 from ._kl import KLSparseAutoencoder
 from ._ksparse import KSparseAutoencoder
 from ._l1 import L1SparseAutoencoder
+from ._stacked import StackedSparseAutoencoder
 
 __version__ = "0.1.0.dev0"
 
@@ -12,5 +13,6 @@ __all__ = [
     "KLSparseAutoencoder",
     "KSparseAutoencoder",
     "L1SparseAutoencoder",
+    "StackedSparseAutoencoder",
     "__version__",
 ]

@@ -450,7 +450,11 @@ class BaseSparseAutoencoder(
     def _n_features_out(self) -> int:
         if hasattr(self, "components_"):
             return self.components_.shape[0]
-        return self._architecture()["n_components"]
+        return self._width()
+
+    def _width(self) -> int:
+        """Number of codes per sample that the current parameters ask for."""
+        return self.n_components
 
     # --------------------------------------------------------- validation
 

@@ -49,8 +49,10 @@ class KLSparseAutoencoder(BaseSparseAutoencoder):
         Activation of the reconstruction. Use 'sigmoid' for data scaled into
         (0, 1), as in CS294A (for instance ``make_image_patches(...,
         preprocessing='cs294a')``).
-    learning_rate : float, default=3e-3
-        Adam's step size.
+    learning_rate : float, default=1e-2
+        Adam's step size. Sigmoid units with a small target activation learn
+        slowly at smaller steps and can settle with every unit at a constant
+        ``rho``, which satisfies the penalty and codes nothing.
     %(training_parameters)s
 
     Attributes
@@ -104,7 +106,7 @@ class KLSparseAutoencoder(BaseSparseAutoencoder):
         weight_decay=1e-4,
         output_activation="identity",
         *,
-        learning_rate=3e-3,
+        learning_rate=1e-2,
         batch_size=256,
         max_iter=100,
         tol=1e-4,

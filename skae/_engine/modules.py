@@ -145,3 +145,57 @@ class LinearAutoencoder(nn.Module):
         """Put the atoms back on the unit sphere after the optimizer moved them."""
         if self.unit_norm_atoms:
             self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+class StackedAutoencoder(nn.Module):
+    """Sparse autoencoder layers stacked: encode through all, decode back.
+
+    Layer ``i`` encodes the codes of layer ``i - 1``; decoding runs the
+    layers' decoders in reverse. The penalty is the sum of every layer's
+    penalty weighted by ``layer_weights``.
+    """
+
+    def __init__(self, layers: list[LinearAutoencoder], layer_weights: list[float]):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.layer_weights = list(layer_weights)
+
+    @property
+    def n_components(self) -> int:
+        return self.layers[-1].n_components
+
+    def encode_layers(self, x: Tensor) -> list[Tensor]:
+        codes = []
+        for layer in self.layers:
+            x = layer.encode(x)
+            codes.append(x)
+        return codes
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.encode_layers(x)[-1]
+
+    def decode(self, codes: Tensor) -> Tensor:
+        for layer in reversed(self.layers):
+            codes = layer.decode(codes)
+        return codes
+
+    def forward(self, x: Tensor) -> ForwardOutput:
+        codes = self.encode_layers(x)
+        penalty = sum(
+            weight * layer.penalty(layer_codes)
+            for weight, layer, layer_codes in zip(
+                self.layer_weights, self.layers, codes, strict=True
+            )
+        )
+        return ForwardOutput(self.decode(codes[-1]), codes[-1], penalty)
+
+    def activity(self, codes: Tensor) -> Tensor:
+        return self.layers[-1].activity(codes)
+
+    def before_step(self) -> None:
+        for layer in self.layers:
+            layer.before_step()
+
+    def after_step(self) -> None:
+        for layer in self.layers:
+            layer.after_step()

@@ -1,0 +1,387 @@
+"""StackedSparseAutoencoder: greedy layer-wise or deep sparse autoencoders."""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from ._base import BaseSparseAutoencoder
+from ._docs import fill_doc
+from ._engine.data import RowSource, all_rows, column_sums, iter_batches
+from ._engine.modules import (
+    LinearAutoencoder,
+    StackedAutoencoder,
+    tied_init,
+    uniform_init,
+)
+from ._engine.training import StoppingRule, train
+from ._sparsity import L1, TargetActivation, TopK
+
+# Per-layer parameters: the name, the sparsity rules it belongs to, its range.
+_PER_LAYER = {
+    "sparsity_target": ("kl", Interval(Real, 0, 1, closed="neither")),
+    "sparsity_weight": ("kl", Interval(Real, 0, None, closed="left")),
+    "alpha": ("l1", Interval(Real, 0, None, closed="left")),
+    "k": ("topk", Interval(Integral, 1, None, closed="left")),
+}
+
+
+@fill_doc
+class StackedSparseAutoencoder(BaseSparseAutoencoder):
+    """A stack of sparse autoencoder layers, trained greedily or end to end.
+
+    Layer ``i`` encodes the codes of layer ``i - 1`` into
+    ``hidden_layer_sizes[i]`` latents with the same kind of sparsity in every
+    layer (``sparsity``), each with its own strength. ``transform`` returns
+    the last layer's codes; ``inverse_transform`` decodes them back through
+    every layer. The training loss is the reconstruction error of the whole
+    stack plus ``sum_i layer_weights[i] * penalty_i``.
+
+    With ``pretrain=True`` (a stacked autoencoder), each layer is first
+    trained alone as an autoencoder of the previous layer's codes, for up to
+    ``max_iter`` epochs, and the whole stack is then fine-tuned end to end for
+    up to ``max_iter`` epochs when ``fine_tune=True``. With ``pretrain=False``
+    (a deep sparse autoencoder), the whole stack trains end to end from a
+    random start. Greedy pretraining holds one layer's codes for all training
+    rows in memory.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : array-like of int, default=(256, 64)
+        Width of each layer, from the input side.
+    sparsity : {'kl', 'l1', 'topk'}, default='kl'
+        The sparsity of every layer: sigmoid units with a target mean
+        activation as in :class:`KLSparseAutoencoder`, ReLU units with a
+        weighted L1 penalty as in :class:`L1SparseAutoencoder`, or the
+        ``k`` largest ReLU units as in :class:`KSparseAutoencoder`.
+    sparsity_target : float or array-like of float, default=0.05
+        ``rho`` of each layer, with ``sparsity='kl'``; one value for all
+        layers or one per layer.
+    sparsity_weight : float or array-like of float, default=3.0
+        ``beta`` of each layer, with ``sparsity='kl'``.
+    alpha : float or array-like of float, default=1.0
+        L1 strength of each layer, with ``sparsity='l1'``.
+    k : int or array-like of int, default=16
+        Active units of each layer, with ``sparsity='topk'``; at most that
+        layer's width.
+    layer_weights : array-like of float or None, default=None
+        ``w_i``, the weight of each layer's penalty in the end-to-end loss;
+        None weighs every layer 1.
+    weight_decay : float, default=1e-4
+        L2 penalty on the weights of every layer, with ``sparsity='kl'``.
+    output_activation : {'identity', 'sigmoid'}, default='identity'
+        Activation of the reconstruction of X. Inner layers of a 'kl' stack
+        reconstruct sigmoid codes with sigmoid outputs.
+    pretrain : bool, default=True
+        Train the layers greedily, one at a time, before fine-tuning.
+    fine_tune : bool, default=True
+        Train the whole stack end to end (after pretraining, if any). At
+        least one of ``pretrain`` and ``fine_tune`` must be True.
+    learning_rate : float, default=1e-2
+        Adam's step size, in pretraining and fine-tuning.
+    %(training_parameters)s
+
+    Attributes
+    ----------
+    components_ : ndarray of shape (hidden_layer_sizes[-1], n_features_in_)
+        What each last-layer latent adds to the reconstruction:
+        ``inverse_transform`` of that latent set to 1, minus that of all
+        codes 0. For a single layer with identity output these are its atoms.
+    activation_frequency_ : ndarray of shape (hidden_layer_sizes[-1],)
+        Activity of each last-layer latent over the training rows: its
+        firing frequency ('l1', 'topk') or mean activation ('kl').
+    layers_ : list of torch.nn.Module
+        The fitted layers, from the input side.
+    pretrain_loss_curves_ : list of list of float
+        Training loss per epoch of each layer's greedy pretraining (empty
+        lists without pretraining).
+    %(fitted_attributes)s
+
+    See Also
+    --------
+    KLSparseAutoencoder, L1SparseAutoencoder, KSparseAutoencoder :
+        The single layers.
+
+    References
+    ----------
+    .. [1] Y. Bengio et al., "Greedy Layer-Wise Training of Deep Networks",
+       NeurIPS 2006.
+    .. [2] A. Ng, "Sparse autoencoder", CS294A Lecture notes, Stanford, 2011.
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_digits
+    >>> from skae import StackedSparseAutoencoder
+    >>> X = load_digits().data / 16
+    >>> sae = StackedSparseAutoencoder(hidden_layer_sizes=(64, 16), max_iter=5,
+    ...                                random_state=0).fit(X)
+    >>> sae.transform(X).shape
+    (1797, 16)
+    >>> [codes.shape[1] for codes in sae.encode_layers(X)]
+    [64, 16]
+    """
+
+    _parameter_constraints: dict = {
+        **BaseSparseAutoencoder._parameter_constraints,
+        "hidden_layer_sizes": ["array-like"],
+        "sparsity": [StrOptions({"kl", "l1", "topk"})],
+        **{
+            name: [interval, "array-like"] for name, (_, interval) in _PER_LAYER.items()
+        },
+        "layer_weights": ["array-like", None],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "output_activation": [StrOptions({"identity", "sigmoid"})],
+        "pretrain": ["boolean"],
+        "fine_tune": ["boolean"],
+    }
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(256, 64),
+        sparsity="kl",
+        *,
+        sparsity_target=0.05,
+        sparsity_weight=3.0,
+        alpha=1.0,
+        k=16,
+        layer_weights=None,
+        weight_decay=1e-4,
+        output_activation="identity",
+        pretrain=True,
+        fine_tune=True,
+        learning_rate=1e-2,
+        batch_size=256,
+        max_iter=100,
+        tol=1e-4,
+        n_iter_no_change=10,
+        early_stopping=False,
+        validation_fraction=0.1,
+        warm_start=False,
+        device="auto",
+        random_state=None,
+        verbose=0,
+    ):
+        super().__init__(
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            max_iter=max_iter,
+            tol=tol,
+            n_iter_no_change=n_iter_no_change,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            warm_start=warm_start,
+            device=device,
+            random_state=random_state,
+            verbose=verbose,
+        )
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.sparsity = sparsity
+        self.sparsity_target = sparsity_target
+        self.sparsity_weight = sparsity_weight
+        self.alpha = alpha
+        self.k = k
+        self.layer_weights = layer_weights
+        self.weight_decay = weight_decay
+        self.output_activation = output_activation
+        self.pretrain = pretrain
+        self.fine_tune = fine_tune
+
+    # ------------------------------------------------------------ parameters
+
+    def _sizes(self) -> list[int]:
+        return [int(size) for size in np.ravel(self.hidden_layer_sizes)]
+
+    def _per_layer(self, name: str) -> list:
+        """``name``'s value for each layer: a scalar repeated, or the sequence."""
+        value = getattr(self, name)
+        n_layers = len(self._sizes())
+        if np.ndim(value) == 0:
+            return [value] * n_layers
+        return list(np.ravel(value))
+
+    def _check_params(self, n_features: int) -> None:
+        sizes = np.ravel(self.hidden_layer_sizes)
+        if sizes.size == 0 or not all(
+            isinstance(s, Integral | np.integer) and s >= 1 for s in sizes
+        ):
+            raise ValueError(
+                "hidden_layer_sizes must be a non-empty sequence of positive "
+                f"integers, got {self.hidden_layer_sizes!r}."
+            )
+        n_layers = sizes.size
+        names = [n for n, (rule, _) in _PER_LAYER.items() if rule == self.sparsity]
+        for name in [*names, "layer_weights"]:
+            value = getattr(self, name)
+            if value is None or np.ndim(value) == 0:
+                continue
+            if np.size(value) != n_layers:
+                raise ValueError(
+                    f"{name} has {np.size(value)} values but hidden_layer_sizes has "
+                    f"{n_layers} layers; give one value, or one per layer."
+                )
+            interval = _PER_LAYER[name][1] if name in _PER_LAYER else None
+            for item in np.ravel(value):
+                if interval is not None and not interval.is_satisfied_by(item):
+                    raise ValueError(
+                        f"every value of {name} must be {interval}; got {item!r}."
+                    )
+                if interval is None and not (np.isreal(item) and item >= 0):
+                    raise ValueError(
+                        f"layer_weights must be non-negative; got {item!r}."
+                    )
+        if self.sparsity == "topk":
+            for i, (k, size) in enumerate(
+                zip(self._per_layer("k"), sizes, strict=True)
+            ):
+                if k > size:
+                    raise ValueError(
+                        f"k={k} for layer {i} must be at most its width {size}."
+                    )
+        if not (self.pretrain or self.fine_tune):
+            raise ValueError(
+                "pretrain=False and fine_tune=False would train nothing; set at "
+                "least one of them to True."
+            )
+
+    def _architecture(self) -> dict:
+        return {"hidden_layer_sizes": tuple(self._sizes())}
+
+    def _width(self) -> int:
+        return self._sizes()[-1]
+
+    def _training_epochs(self) -> int:
+        return self.max_iter if self.fine_tune else 0
+
+    # --------------------------------------------------------------- modules
+
+    def _layer_rule(self, i: int):
+        if self.sparsity == "kl":
+            return TargetActivation(
+                float(self._per_layer("sparsity_target")[i]),
+                float(self._per_layer("sparsity_weight")[i]),
+            )
+        if self.sparsity == "l1":
+            return L1(float(self._per_layer("alpha")[i]))
+        return TopK(int(self._per_layer("k")[i]))
+
+    def _make_layer(self, i, n_inputs, width, mean, generator) -> LinearAutoencoder:
+        rule = self._layer_rule(i)
+        if self.sparsity != "kl":
+            weights = tied_init(mean, width, generator)
+            topk = self.sparsity == "topk"
+            return LinearAutoencoder(weights, rule, unit_norm_atoms=topk)
+        # Inner layers reconstruct the sigmoid codes of the layer below.
+        output = self.output_activation if i == 0 else "sigmoid"
+        weights = uniform_init(n_inputs, width, generator)
+        if output == "identity":
+            weights = weights._replace(b_dec=mean.float())
+        return LinearAutoencoder(
+            weights,
+            rule,
+            unit_norm_atoms=False,
+            center_input=False,
+            output_activation=output,
+            weight_decay=self.weight_decay,
+        )
+
+    def _layer_weights(self) -> list[float]:
+        if self.layer_weights is None:
+            return [1.0] * len(self._sizes())
+        return [float(w) for w in self._per_layer("layer_weights")]
+
+    def _update_module(self, module) -> None:
+        for i, layer in enumerate(module.layers):
+            layer.rule = self._layer_rule(i)
+            if self.sparsity == "kl":
+                layer.weight_decay = self.weight_decay
+        module.layer_weights = self._layer_weights()
+
+    def _initial_module(self, source, train_rows, rng, device, *, pretrain):
+        layers, curves = [], []
+        n_inputs, rows = source.n_features, train_rows
+        for i, width in enumerate(self._sizes()):
+            col_sum, _, n = column_sums(source, rows)
+            generator = torch.Generator().manual_seed(int(rng.randint(2**31 - 1)))
+            mean = torch.from_numpy(col_sum / n)
+            layer = self._make_layer(i, n_inputs, width, mean, generator).to(device)
+            curves.append(
+                self._pretrain_layer(layer, i, source, rows, rng, device)
+                if pretrain and self.pretrain
+                else []
+            )
+            layers.append(layer)
+            if i < len(self._sizes()) - 1:
+                source = RowSource(self._layer_codes(layer, source, rows, device))
+                rows, n_inputs = all_rows(source), width
+        self._pretrain_curves = curves
+        return StackedAutoencoder(layers, self._layer_weights())
+
+    def _pretrain_layer(self, layer, i, source, rows, rng, device) -> list[float]:
+        """Train one layer alone as an autoencoder of its inputs."""
+        optimizer = torch.optim.Adam(layer.parameters(), lr=self.learning_rate)
+        chunk_rows = source.chunk_rows(self.batch_size)
+        history = train(
+            layer,
+            optimizer,
+            lambda: iter_batches(
+                source, rows.shuffled(chunk_rows, rng), self.batch_size, device, rng
+            ),
+            StoppingRule(self.max_iter, self.tol, self.n_iter_no_change),
+            verbose=self.verbose,
+            description=f"{type(self).__name__} layer {i + 1}",
+        )
+        if history.interrupted:
+            # The stack is not whole yet: there is no best model to keep.
+            raise KeyboardInterrupt
+        return history.loss
+
+    @torch.no_grad()
+    def _layer_codes(self, layer, source, rows, device) -> np.ndarray:
+        """The layer's codes for ``rows``, in order, as the next layer's data."""
+        layer.eval()
+        chunks = rows.ordered(source.chunk_rows(self.batch_size))
+        batches = iter_batches(source, chunks, self._inference_batch_rows(), device)
+        return np.concatenate([layer.encode(x).cpu().numpy() for x in batches])
+
+    def _set_fitted_state(self, module, optimizer, dtype, history, incremental):
+        super()._set_fitted_state(module, optimizer, dtype, history, incremental)
+        if not incremental:
+            self.pretrain_loss_curves_ = self.__dict__.pop("_pretrain_curves")
+
+    def _atoms(self, module) -> torch.Tensor:
+        with torch.no_grad():
+            eye = torch.eye(module.n_components, device=module.layers[0].W_dec.device)
+            return module.decode(eye) - module.decode(torch.zeros_like(eye[:1]))
+
+    # ------------------------------------------------------------- inference
+
+    @property
+    def layers_(self) -> list[torch.nn.Module]:
+        """The fitted layers, from the input side."""
+        return list(self.module_.layers)
+
+    def encode_layers(self, X) -> list[np.ndarray]:
+        """Codes of X at every layer.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Data to encode.
+
+        Returns
+        -------
+        codes : list of ndarray
+            One array of shape (n_samples, hidden_layer_sizes[i]) per layer,
+            from the input side; the last one is ``transform(X)``.
+        """
+        check_is_fitted(self)
+        X = self._validate_X(X, reset=False)
+        widths = [layer.n_components for layer in self.module_.layers]
+        stacked = self._map_batches(
+            X, lambda m, x: torch.cat(m.encode_layers(x), dim=1), sum(widths)
+        )
+        return np.split(stacked, np.cumsum(widths)[:-1], axis=1)
