@@ -26,7 +26,7 @@ from ._engine.data import (
     iter_batches,
     sequential_chunks,
 )
-from ._engine.device import cpu_copy, limited_threads, resolve_device
+from ._engine.device import cpu_copy, limited_threads, module_copy, resolve_device
 from ._engine.training import StoppingRule, snapshot, train
 
 _FLOATS = (np.float64, np.float32)
@@ -426,20 +426,26 @@ class BaseSparseAutoencoder(
         # Moved outside inference mode: parameters moved inside it would
         # become inference tensors that later training cannot use.
         module = self.module_.to(device)
+        # Training runs in float32; float64 data is encoded in float64 with a
+        # float64 copy of the weights, so each row's result does not depend
+        # on which other rows share its batch (float32 GEMM kernels differ
+        # in the last bit with the row's position).
+        dtype = torch.float64 if out.dtype == np.float64 else torch.float32
+        if dtype != torch.float32:
+            module = module_copy(module, dtype=dtype)
         with limited_threads(), torch.inference_mode():
             module.eval()
             start = 0
-            for x in self._ordered_batches(source, device):
+            for x in self._ordered_batches(source, device, dtype):
                 stop = start + x.shape[0]
                 out[start:stop] = fn(module, x).cpu().numpy()
                 start = stop
         return out
 
-    def _ordered_batches(self, source, device):
-        chunks = sequential_chunks(
-            source.n_rows, source.chunk_rows(self._inference_batch_rows())
-        )
-        return iter_batches(source, chunks, self._inference_batch_rows(), device)
+    def _ordered_batches(self, source, device, dtype=torch.float32):
+        rows = self._inference_batch_rows()
+        chunks = sequential_chunks(source.n_rows, source.chunk_rows(rows))
+        return iter_batches(source, chunks, rows, device, dtype=dtype)
 
     def _inference_batch_rows(self) -> int:
         # Large batches for throughput, bounded so activations stay near 4 MiB.

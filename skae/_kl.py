@@ -149,7 +149,9 @@ class KLSparseAutoencoder(BaseSparseAutoencoder):
         module.output_activation = self.output_activation
 
     def _make_module(self, n_features, mean, generator) -> torch.nn.Module:
-        weights = uniform_init(n_features, self.n_components, generator)
+        weights = uniform_init(
+            n_features, self.n_components, generator, rho=self.sparsity_target
+        )
         if self.output_activation == "identity":
             weights = weights._replace(b_dec=mean.float())
         return LinearAutoencoder(

@@ -74,8 +74,8 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
     weight_decay : float, default=1e-4
         L2 penalty on the weights of every layer, with ``sparsity='kl'``.
     output_activation : {'identity', 'sigmoid'}, default='identity'
-        Activation of the reconstruction of X. Inner layers of a 'kl' stack
-        reconstruct sigmoid codes with sigmoid outputs.
+        Activation of the reconstruction of X. Inner layers reconstruct the
+        codes below them linearly.
     pretrain : bool, default=True
         Train the layers greedily, one at a time, before fine-tuning.
     fine_tune : bool, default=True
@@ -274,9 +274,10 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
             weights = tied_init(mean, width, generator)
             topk = self.sparsity == "topk"
             return LinearAutoencoder(weights, rule, unit_norm_atoms=topk)
-        # Inner layers reconstruct the sigmoid codes of the layer below.
-        output = self.output_activation if i == 0 else "sigmoid"
-        weights = uniform_init(n_inputs, width, generator)
+        # Inner layers reconstruct the codes below them linearly: sigmoid
+        # outputs there stall end-to-end training of deep stacks.
+        output = self.output_activation if i == 0 else "identity"
+        weights = uniform_init(n_inputs, width, generator, rho=rule.rho)
         if output == "identity":
             weights = weights._replace(b_dec=mean.float())
         return LinearAutoencoder(

@@ -2,7 +2,12 @@
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from skae import KLSparseAutoencoder, KSparseAutoencoder, L1SparseAutoencoder
+from skae import (
+    KLSparseAutoencoder,
+    KSparseAutoencoder,
+    L1SparseAutoencoder,
+    StackedSparseAutoencoder,
+)
 
 # Small models and few epochs: the checks fit hundreds of times on tiny data.
 # Several checks force n_components=1, so k=1 keeps k <= n_components valid
@@ -11,6 +16,10 @@ ESTIMATORS = [
     KSparseAutoencoder(n_components=8, k=1, max_iter=5),
     L1SparseAutoencoder(n_components=8, max_iter=5),
     KLSparseAutoencoder(n_components=8, max_iter=5),
+    StackedSparseAutoencoder(hidden_layer_sizes=(8, 4), max_iter=3),
+    StackedSparseAutoencoder(
+        hidden_layer_sizes=(8, 4), sparsity="topk", k=(2, 1), max_iter=3
+    ),
 ]
 
 

@@ -144,9 +144,9 @@ def test_sparse_input_is_densified_one_batch_at_a_time(monkeypatch):
     densified = []
     original = skae._engine.data.to_tensor
 
-    def spy(rows, device):
+    def spy(rows, *args):
         densified.append(rows.shape[0])
-        return original(rows, device)
+        return original(rows, *args)
 
     monkeypatch.setattr(skae._engine.data, "to_tensor", spy)
     sae = model(batch_size=500, max_iter=1).fit(X)

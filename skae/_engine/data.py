@@ -17,6 +17,7 @@ import scipy.sparse as sp
 import torch
 
 CHUNK_BYTES = 16 * 2**20
+_NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 class RowSource:
@@ -201,12 +202,15 @@ def all_rows(source: RowSource) -> IndexRows | BlockRows:
     return IndexRows(np.arange(source.n_rows))
 
 
-def to_tensor(rows, device: torch.device) -> torch.Tensor:
+def to_tensor(
+    rows, device: torch.device, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """``rows``, a private chunk from :meth:`RowSource.read`, as a dense
-    float32 tensor on ``device``; on the CPU it may share ``rows``' memory."""
+    tensor on ``device``; on the CPU it may share ``rows``' memory."""
     if sp.issparse(rows):
         rows = rows.toarray()
-    return torch.from_numpy(np.ascontiguousarray(rows, dtype=np.float32)).to(device)
+    array = np.ascontiguousarray(rows, dtype=_NUMPY_DTYPES[dtype])
+    return torch.from_numpy(array).to(device)
 
 
 def iter_batches(
@@ -215,6 +219,7 @@ def iter_batches(
     batch_size: int,
     device: torch.device,
     rng: np.random.RandomState | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> Iterator[torch.Tensor]:
     """Batches of at most ``batch_size`` rows, chunk by chunk.
 
@@ -226,12 +231,12 @@ def iter_batches(
     for rows in chunks:
         chunk = source.read(rows)
         if not sp.issparse(chunk):
-            chunk = to_tensor(chunk, device)
+            chunk = to_tensor(chunk, device, dtype)
         if rng is not None and source.is_memmap:
             chunk = chunk[torch.from_numpy(rng.permutation(chunk.shape[0])).to(device)]
         for start in range(0, chunk.shape[0], batch_size):
             batch = chunk[start : start + batch_size]
-            yield to_tensor(batch, device) if sp.issparse(batch) else batch
+            yield to_tensor(batch, device, dtype) if sp.issparse(batch) else batch
 
 
 def column_sums(source: RowSource, rows=None) -> tuple[np.ndarray, float, int]:

@@ -80,17 +80,28 @@ def limited_threads() -> Iterator[int]:
             torch.set_num_threads(before)
 
 
-def cpu_copy(module: torch.nn.Module) -> torch.nn.Module:
-    """A copy of ``module`` with every parameter and buffer on the CPU.
+def module_copy(
+    module: torch.nn.Module,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> torch.nn.Module:
+    """A copy of ``module`` with every tensor moved to ``device`` and ``dtype``.
 
-    Tensors are copied straight to host memory: a deep copy followed by
-    ``.cpu()`` would first duplicate a large model on its GPU.
+    Each tensor is converted in one step: a deep copy followed by ``.to()``
+    would first duplicate a large model where it is.
     """
-    memo = {}
-    for tensor in module.parameters():
-        memo[id(tensor)] = torch.nn.Parameter(
-            tensor.detach().cpu().clone(), requires_grad=tensor.requires_grad
-        )
-    for tensor in module.buffers():
-        memo[id(tensor)] = tensor.detach().cpu().clone()
+
+    def convert(tensor: torch.Tensor) -> torch.Tensor:
+        converted = tensor.detach().to(device=device, dtype=dtype, copy=True)
+        if isinstance(tensor, torch.nn.Parameter):
+            return torch.nn.Parameter(converted, requires_grad=tensor.requires_grad)
+        return converted
+
+    memo = {id(t): convert(t) for t in [*module.parameters(), *module.buffers()]}
     return copy.deepcopy(module, memo)
+
+
+def cpu_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``module`` with every parameter and buffer on the CPU."""
+    return module_copy(module, device="cpu")

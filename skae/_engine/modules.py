@@ -40,9 +40,15 @@ def tied_init(mean: Tensor, n_components: int, generator: torch.Generator) -> We
 
 
 def uniform_init(
-    n_features: int, n_components: int, generator: torch.Generator
+    n_features: int, n_components: int, generator: torch.Generator, *, rho: float
 ) -> Weights:
-    """Weights uniform in ±sqrt(6 / (n_in + n_out + 1)), biases zero (CS294A)."""
+    """Weights uniform in ±sqrt(6 / (n_in + n_out + 1)) as in CS294A.
+
+    The encoder bias starts at ``logit(rho)`` rather than CS294A's 0, so that
+    sigmoid units start near their target activation: from 0.5, the sparsity
+    penalty would first drive every unit to a constant ``rho`` that codes
+    nothing, and deep stacks rarely recover from that.
+    """
     r = math.sqrt(6.0 / (n_features + n_components + 1))
 
     def uniform(*shape: int) -> Tensor:
@@ -50,7 +56,7 @@ def uniform_init(
 
     return Weights(
         uniform(n_components, n_features),
-        torch.zeros(n_components),
+        torch.full((n_components,), math.log(rho / (1 - rho))),
         uniform(n_components, n_features),
         torch.zeros(n_features),
     )

@@ -1,0 +1,138 @@
+"""StackedSparseAutoencoder: greedy and deep training, per-layer settings."""
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+import skae._base
+import skae._engine.training
+from skae import StackedSparseAutoencoder
+
+
+def stack(**params):
+    params = {
+        "hidden_layer_sizes": (48, 12),
+        "max_iter": 30,
+        "random_state": 0,
+    } | params
+    return StackedSparseAutoencoder(**params)
+
+
+@pytest.mark.parametrize("sparsity", ["kl", "l1", "topk"])
+@pytest.mark.parametrize("pretrain", [True, False])
+def test_greedy_and_deep_stacks_train_and_transform(digits, sparsity, pretrain):
+    X, _ = digits
+    sae = stack(sparsity=sparsity, pretrain=pretrain, k=(12, 4), alpha=0.1).fit(X)
+    codes = sae.transform(X)
+    assert codes.shape == (len(X), 12)
+    assert sae.inverse_transform(codes).shape == X.shape
+    assert [len(c) > 0 for c in sae.pretrain_loss_curves_] == [pretrain] * 2
+    assert sae.n_iter_ >= 1
+    assert sae.loss_curve_[-1] < sae.loss_curve_[0]
+    # Better than predicting the mean, which scores 0.
+    assert sae.score(X) > 0.1
+
+
+def test_greedy_pretraining_beats_deep_training_for_sigmoid_stacks(digits):
+    # The reason stacked autoencoders were pretrained layer by layer: with the
+    # same fine-tuning budget, the pretrained stack reconstructs better.
+    X, _ = digits
+    greedy = stack().fit(X).score(X)
+    deep = stack(pretrain=False).fit(X).score(X)
+    assert greedy > deep + 0.1
+
+
+def test_encode_layers_gives_every_layer_and_ends_with_transform(digits):
+    X, _ = digits
+    sae = stack(sparsity="topk", k=(12, 3), max_iter=5).fit(X)
+    first, last = sae.encode_layers(X)
+    assert first.shape == (len(X), 48) and last.shape == (len(X), 12)
+    np.testing.assert_array_equal(last, sae.transform(X))
+    assert (first != 0).sum(axis=1).max() <= 12
+    assert (last != 0).sum(axis=1).max() <= 3
+    assert len(sae.layers_) == 2 and sae.layers_[1].n_components == 12
+
+
+def test_pretrained_stack_without_fine_tuning(digits):
+    X, _ = digits
+    sae = stack(sparsity="l1", alpha=0.1, fine_tune=False).fit(X)
+    assert sae.n_iter_ == 0 and sae.loss_curve_ == []
+    assert all(len(curve) > 0 for curve in sae.pretrain_loss_curves_)
+    first = sae.layers_[0]
+    x = torch.as_tensor(X, dtype=torch.float32)
+    with torch.no_grad():
+        expected = first.encode(x)
+    np.testing.assert_allclose(
+        sae.encode_layers(X)[0], expected.numpy(), rtol=1e-5, atol=1e-6
+    )
+
+
+def test_larger_last_layer_alpha_gives_sparser_codes(sparse_data):
+    l0 = []
+    for alpha in [0.01, 0.1, 1.0]:
+        sae = stack(sparsity="l1", alpha=[0.05, alpha], hidden_layer_sizes=(64, 32))
+        codes = sae.fit(sparse_data).transform(sparse_data)
+        l0.append((codes > 0).sum(axis=1).mean())
+    assert all(a > b for a, b in itertools.pairwise(l0)), l0
+
+
+def test_layer_weights_scale_each_layers_penalty(digits):
+    X, _ = digits
+    sae = stack(sparsity="l1", alpha=0.5, max_iter=2).fit(X)
+    module = sae.module_
+    x = torch.as_tensor(X[:64], dtype=torch.float32)
+    with torch.no_grad():
+        codes = module.encode_layers(x)
+        per_layer = [
+            layer.penalty(c) for layer, c in zip(module.layers, codes, strict=True)
+        ]
+        module.layer_weights = [2.0, 0.0]
+        assert float(module(x).penalty) == pytest.approx(
+            2 * float(per_layer[0]), rel=1e-5
+        )
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"sparsity_target": [0.05, 0.1, 0.2]}, "sparsity_target has 3 values but"),
+        ({"sparsity": "topk", "k": [4]}, "k has 1 values but hidden_layer_sizes has 2"),
+        ({"layer_weights": [1.0]}, "layer_weights has 1 values"),
+        ({"sparsity": "l1", "alpha": [0.1, -1.0]}, "every value of alpha must be"),
+        (
+            {"sparsity": "topk", "k": [4, 13]},
+            "k=13 for layer 1 must be at most its width 12",
+        ),
+        ({"hidden_layer_sizes": (8, 0)}, "hidden_layer_sizes must be a non-empty"),
+        ({"hidden_layer_sizes": ()}, "hidden_layer_sizes must be a non-empty"),
+        ({"pretrain": False, "fine_tune": False}, "would train nothing"),
+    ],
+)
+def test_bad_per_layer_settings_fail_before_training(
+    digits, params, message, monkeypatch
+):
+    monkeypatch.setattr(skae._base, "train", None)
+    monkeypatch.setattr(skae._engine.training, "train_epoch", None)
+    with pytest.raises(ValueError, match=message):
+        stack(**params).fit(digits[0])
+
+
+def test_warm_start_cannot_change_the_layers(digits):
+    X, _ = digits
+    sae = stack(max_iter=2, warm_start=True).fit(X)
+    sae.set_params(hidden_layer_sizes=(48, 10))
+    with pytest.raises(ValueError, match=r"hidden_layer_sizes=\(48, 10\) differs"):
+        sae.fit(X)
+    sae.set_params(hidden_layer_sizes=(48, 12)).fit(X)
+    assert sae.n_iter_ == 4
+
+
+def test_components_are_what_each_last_latent_adds(digits):
+    X, _ = digits
+    sae = stack(sparsity="topk", k=(12, 3), max_iter=3).fit(X)
+    codes = np.zeros((2, 12))
+    codes[1, 5] = 1.0
+    decoded = sae.inverse_transform(codes)
+    np.testing.assert_allclose(sae.components_[5], decoded[1] - decoded[0], atol=1e-5)
