@@ -40,15 +40,3 @@ def patches():
     from skae.datasets import make_image_patches
 
     return make_image_patches(10_000, preprocessing="cs294a", random_state=0)
-
-
-def window_energy(atoms, patch_size=8, window=4):
-    """Fraction of each atom's energy (DC removed) in its best window × window
-    square: 1/4 of the pixels of an 8 × 8 patch. The localization measure."""
-    from numpy.lib.stride_tricks import sliding_window_view
-
-    centered = atoms - atoms.mean(axis=1, keepdims=True)
-    energy = (centered**2).reshape(-1, patch_size, patch_size)
-    energy /= energy.sum(axis=(1, 2), keepdims=True)
-    windows = sliding_window_view(energy, (window, window), axis=(1, 2))
-    return windows.sum(axis=(-1, -2)).max(axis=(1, 2))

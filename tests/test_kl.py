@@ -5,11 +5,11 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from conftest import window_energy
 from sklearn.decomposition import PCA
 
 from skae import KLSparseAutoencoder
 from skae._sparsity import rho_divergence
+from skae.metrics import atom_localization
 
 # The CS294A settings: 25 hidden units, rho = 0.01, sigmoid outputs.
 CS294A = {
@@ -37,9 +37,9 @@ def test_atoms_on_patches_are_localized(cs294a_model, patches):
     # Measure: share of an atom's energy in its best 4 × 4 window (a quarter
     # of the patch). Random atoms score about 0.39, PCA's about 0.37.
     pca = PCA(n_components=25, random_state=0).fit(patches)
-    localization = window_energy(cs294a_model.components_).mean()
-    assert window_energy(pca.components_).mean() < 0.40
-    assert localization > window_energy(pca.components_).mean() + 0.08
+    localization = atom_localization(cs294a_model.components_, (8, 8), 4).mean()
+    assert atom_localization(pca.components_, (8, 8), 4).mean() < 0.40
+    assert localization > atom_localization(pca.components_, (8, 8), 4).mean() + 0.08
     assert localization > 0.47
 
 
