@@ -71,32 +71,15 @@ class BaseSparseAutoencoder(
         "verbose": ["verbose"],
     }
 
-    def __init__(
-        self,
-        *,
-        learning_rate,
-        batch_size,
-        max_iter,
-        tol,
-        n_iter_no_change,
-        early_stopping,
-        validation_fraction,
-        warm_start,
-        device,
-        random_state,
-        verbose,
-    ):
-        self.learning_rate = learning_rate
-        self.batch_size = batch_size
-        self.max_iter = max_iter
-        self.tol = tol
-        self.n_iter_no_change = n_iter_no_change
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.warm_start = warm_start
-        self.device = device
-        self.random_state = random_state
-        self.verbose = verbose
+    def _store_params(self, params: dict) -> None:
+        """Store ``__init__``'s arguments unchanged, as scikit-learn requires.
+
+        Subclasses list every parameter in their own ``__init__`` signature
+        (``get_params`` reads it) and call ``self._store_params(locals())``.
+        """
+        for name, value in params.items():
+            if name not in ("self", "__class__"):
+                setattr(self, name, value)
 
     # ------------------------------------------------------------------ hooks
 

@@ -118,25 +118,7 @@ class KLSparseAutoencoder(BaseSparseAutoencoder):
         random_state=None,
         verbose=0,
     ):
-        super().__init__(
-            learning_rate=learning_rate,
-            batch_size=batch_size,
-            max_iter=max_iter,
-            tol=tol,
-            n_iter_no_change=n_iter_no_change,
-            early_stopping=early_stopping,
-            validation_fraction=validation_fraction,
-            warm_start=warm_start,
-            device=device,
-            random_state=random_state,
-            verbose=verbose,
-        )
-        self.n_components = n_components
-        self.sparsity_target = sparsity_target
-        self.sparsity_weight = sparsity_weight
-        self.sparsity_loss = sparsity_loss
-        self.weight_decay = weight_decay
-        self.output_activation = output_activation
+        self._store_params(locals())
 
     def _rule(self) -> TargetActivation:
         return TargetActivation(

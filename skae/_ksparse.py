@@ -102,21 +102,7 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
         random_state=None,
         verbose=0,
     ):
-        super().__init__(
-            learning_rate=learning_rate,
-            batch_size=batch_size,
-            max_iter=max_iter,
-            tol=tol,
-            n_iter_no_change=n_iter_no_change,
-            early_stopping=early_stopping,
-            validation_fraction=validation_fraction,
-            warm_start=warm_start,
-            device=device,
-            random_state=random_state,
-            verbose=verbose,
-        )
-        self.n_components = n_components
-        self.k = k
+        self._store_params(locals())
 
     def _check_params(self, n_features: int) -> None:
         if self.k > self.n_components:

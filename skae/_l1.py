@@ -99,21 +99,7 @@ class L1SparseAutoencoder(BaseSparseAutoencoder):
         random_state=None,
         verbose=0,
     ):
-        super().__init__(
-            learning_rate=learning_rate,
-            batch_size=batch_size,
-            max_iter=max_iter,
-            tol=tol,
-            n_iter_no_change=n_iter_no_change,
-            early_stopping=early_stopping,
-            validation_fraction=validation_fraction,
-            warm_start=warm_start,
-            device=device,
-            random_state=random_state,
-            verbose=verbose,
-        )
-        self.n_components = n_components
-        self.alpha = alpha
+        self._store_params(locals())
 
     def _update_module(self, module) -> None:
         module.rule = L1(self.alpha)

@@ -165,30 +165,7 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
         random_state=None,
         verbose=0,
     ):
-        super().__init__(
-            learning_rate=learning_rate,
-            batch_size=batch_size,
-            max_iter=max_iter,
-            tol=tol,
-            n_iter_no_change=n_iter_no_change,
-            early_stopping=early_stopping,
-            validation_fraction=validation_fraction,
-            warm_start=warm_start,
-            device=device,
-            random_state=random_state,
-            verbose=verbose,
-        )
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.sparsity = sparsity
-        self.sparsity_target = sparsity_target
-        self.sparsity_weight = sparsity_weight
-        self.alpha = alpha
-        self.k = k
-        self.layer_weights = layer_weights
-        self.weight_decay = weight_decay
-        self.output_activation = output_activation
-        self.pretrain = pretrain
-        self.fine_tune = fine_tune
+        self._store_params(locals())
 
     # ------------------------------------------------------------ parameters
 
