@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from abc import abstractmethod
+from contextlib import contextmanager
 from numbers import Integral, Real
 
 import numpy as np
@@ -89,7 +90,7 @@ class BaseSparseAutoencoder(
     ) -> torch.nn.Module:
         """The untrained torch module for data with ``n_features`` columns."""
 
-    def _check_params(self, n_features: int) -> None:
+    def _check_params(self) -> None:
         """Check parameter combinations that constraints cannot express."""
 
     def _update_module(self, module: torch.nn.Module) -> None:
@@ -135,11 +136,12 @@ class BaseSparseAutoencoder(
             The fitted estimator.
         """
         warm = self.warm_start and hasattr(self, "module_")
-        X = self._validate_X(X, reset=not warm)
-        self._check_params(X.shape[1])
+        self._check_params()
         if warm:
             self._check_incremental()
-        return self._train(X, incremental=warm)
+        with self._input_metadata_kept_on_failure():
+            X = self._validate_X(X, reset=not warm)
+            return self._train(X, incremental=warm)
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y=None):
@@ -162,11 +164,26 @@ class BaseSparseAutoencoder(
             The updated estimator.
         """
         first_call = not hasattr(self, "module_")
-        X = self._validate_X(X, reset=first_call)
-        self._check_params(X.shape[1])
+        self._check_params()
         if not first_call:
             self._check_incremental()
-        return self._train(X, incremental=not first_call, single_pass=True)
+        with self._input_metadata_kept_on_failure():
+            X = self._validate_X(X, reset=first_call)
+            return self._train(X, incremental=not first_call, single_pass=True)
+
+    @contextmanager
+    def _input_metadata_kept_on_failure(self):
+        """Undo ``validate_data``'s update of the input metadata if the fit
+        fails, so a failed refit leaves the estimator as it was."""
+        names = ("n_features_in_", "feature_names_in_")
+        saved = {name: self.__dict__[name] for name in names if name in self.__dict__}
+        try:
+            yield
+        except BaseException:
+            for name in names:
+                self.__dict__.pop(name, None)
+            self.__dict__.update(saved)
+            raise
 
     def _train(self, X, *, incremental: bool, single_pass: bool = False):
         # Continuing a model continues its random stream too, so successive

@@ -37,14 +37,15 @@ class KLSparseAutoencoder(BaseSparseAutoencoder):
         ``rho``, the target mean activation of each unit, in (0, 1).
     sparsity_weight : float, default=3.0
         ``beta``, the weight of the sparsity penalty, ``>= 0``. The
-        reconstruction term is the squared error per sample (not halved as
-        in CS294A), so ``beta`` here equals ``beta / 2`` there.
+        reconstruction term is the squared error per sample, not halved as
+        in CS294A, so ``beta`` here acts as ``beta / 2`` there.
     sparsity_loss : {'kl', 'l1', 'l2'}, default='kl'
         The divergence ``s`` between ``rho`` and ``rho_hat_j``. 'l2' pulls
         weakly once ``rho_hat_j`` is near ``rho`` (its gradient vanishes
         there), so mean activations stay further from the target.
     weight_decay : float, default=1e-4
-        ``lambda``, the L2 penalty on the weights, ``>= 0``.
+        ``lambda``, the L2 penalty on the weights, ``>= 0``; like ``beta``,
+        it acts as ``lambda / 2`` of CS294A's halved objective.
     output_activation : {'identity', 'sigmoid'}, default='identity'
         Activation of the reconstruction. Use 'sigmoid' for data scaled into
         (0, 1), as in CS294A (for instance ``make_image_patches(...,

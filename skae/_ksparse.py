@@ -104,7 +104,7 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
     ):
         self._store_params(locals())
 
-    def _check_params(self, n_features: int) -> None:
+    def _check_params(self) -> None:
         if self.k > self.n_components:
             raise ValueError(
                 f"k={self.k} must be at most n_components={self.n_components}: "

@@ -14,6 +14,8 @@ estimator file.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -61,13 +63,17 @@ def weighted_l1(codes: Tensor, atoms: Tensor) -> Tensor:
 def rho_divergence(rho: float, rho_hat: Tensor, kind: str) -> Tensor:
     """Sum over units of s(rho, rho_hat_j): 'kl', 'l1' or 'l2' (Ng, CS294A).
 
-    ``rho_hat`` is clamped away from 0 and 1 so the KL divergence and its
-    gradient stay finite when a unit is always off or always on.
+    For 'kl', ``rho_hat`` is clamped to [tiny, 1 - eps] of its dtype: the
+    divergence stays finite for a unit that is always off or always on, and a
+    unit whose mean activation has sunk to 1e-11 is still pulled back up (a
+    wider clamp would zero its gradient and leave it dead for good).
     """
     if kind == "kl":
-        eps = 1e-6
-        q = rho_hat.clamp(eps, 1 - eps)
-        kl = rho * torch.log(rho / q) + (1 - rho) * torch.log((1 - rho) / (1 - q))
+        info = torch.finfo(rho_hat.dtype)
+        q = rho_hat.clamp(info.tiny, 1 - info.eps)
+        kl = rho * (math.log(rho) - torch.log(q)) + (1 - rho) * (
+            math.log1p(-rho) - torch.log1p(-q)
+        )
         return kl.sum()
     if kind == "l1":
         return (rho - rho_hat).abs().sum()

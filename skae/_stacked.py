@@ -27,6 +27,7 @@ _PER_LAYER = {
     "sparsity_weight": ("kl", Interval(Real, 0, None, closed="left")),
     "alpha": ("l1", Interval(Real, 0, None, closed="left")),
     "k": ("topk", Interval(Integral, 1, None, closed="left")),
+    "layer_weights": (None, Interval(Real, 0, None, closed="left")),
 }
 
 
@@ -78,6 +79,8 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
         codes below them linearly.
     pretrain : bool, default=True
         Train the layers greedily, one at a time, before fine-tuning.
+        ``partial_fit`` never pretrains: its first call starts a deep stack
+        and every call trains the whole stack end to end for one pass.
     fine_tune : bool, default=True
         Train the whole stack end to end (after pretraining, if any). At
         least one of ``pretrain`` and ``fine_tune`` must be True.
@@ -132,7 +135,7 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
         **{
             name: [interval, "array-like"] for name, (_, interval) in _PER_LAYER.items()
         },
-        "layer_weights": ["array-like", None],
+        "layer_weights": [Interval(Real, 0, None, closed="left"), "array-like", None],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "output_activation": [StrOptions({"identity", "sigmoid"})],
         "pretrain": ["boolean"],
@@ -180,7 +183,7 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
             return [value] * n_layers
         return list(np.ravel(value))
 
-    def _check_params(self, n_features: int) -> None:
+    def _check_params(self) -> None:
         sizes = np.ravel(self.hidden_layer_sizes)
         if sizes.size == 0 or not all(
             isinstance(s, Integral | np.integer) and s >= 1 for s in sizes
@@ -190,25 +193,24 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
                 f"integers, got {self.hidden_layer_sizes!r}."
             )
         n_layers = sizes.size
-        names = [n for n, (rule, _) in _PER_LAYER.items() if rule == self.sparsity]
-        for name in [*names, "layer_weights"]:
+        names = [
+            n for n, (rule, _) in _PER_LAYER.items() if rule in (self.sparsity, None)
+        ]
+        for name in names:
             value = getattr(self, name)
-            if value is None or np.ndim(value) == 0:
+            if value is None:
                 continue
-            if np.size(value) != n_layers:
+            if np.ndim(value) and np.size(value) != n_layers:
                 raise ValueError(
                     f"{name} has {np.size(value)} values but hidden_layer_sizes has "
                     f"{n_layers} layers; give one value, or one per layer."
                 )
-            interval = _PER_LAYER[name][1] if name in _PER_LAYER else None
+            interval = _PER_LAYER[name][1]
             for item in np.ravel(value):
-                if interval is not None and not interval.is_satisfied_by(item):
+                if not (interval.is_satisfied_by(item) and np.isfinite(item)):
                     raise ValueError(
-                        f"every value of {name} must be {interval}; got {item!r}."
-                    )
-                if interval is None and not (np.isreal(item) and item >= 0):
-                    raise ValueError(
-                        f"layer_weights must be non-negative; got {item!r}."
+                        f"every value of {name} must be a finite number {interval}; "
+                        f"got {item!r}."
                     )
         if self.sparsity == "topk":
             for i, (k, size) in enumerate(
@@ -225,7 +227,15 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
             )
 
     def _architecture(self) -> dict:
-        return {"hidden_layer_sizes": tuple(self._sizes())}
+        return {"hidden_layer_sizes": tuple(self._sizes()), "sparsity": self.sparsity}
+
+    def _check_incremental(self) -> None:
+        super()._check_incremental()
+        if self.warm_start and not self.fine_tune:
+            raise ValueError(
+                "warm_start continues a fitted stack by end-to-end training, which "
+                "fine_tune=False turns off; set fine_tune=True or warm_start=False."
+            )
 
     def _width(self) -> int:
         return self._sizes()[-1]
@@ -276,27 +286,49 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
             layer.rule = self._layer_rule(i)
             if self.sparsity == "kl":
                 layer.weight_decay = self.weight_decay
+        if self.sparsity == "kl":
+            module.layers[0].output_activation = self.output_activation
         module.layer_weights = self._layer_weights()
 
     def _initial_module(self, source, train_rows, rng, device, *, pretrain):
-        layers, curves = [], []
-        n_inputs, rows = source.n_features, train_rows
+        pretrain = pretrain and self.pretrain
+        stack = StackedAutoencoder([], self._layer_weights())
+        curves = []
+        # Greedy pretraining trains layer i on layer i-1's codes, held in
+        # memory; otherwise layer i only needs their mean to start from.
+        layer_source, layer_rows = source, train_rows
+        n_inputs = source.n_features
         for i, width in enumerate(self._sizes()):
-            col_sum, _, n = column_sums(source, rows)
+            if pretrain or i == 0:
+                col_sum, _, n = column_sums(layer_source, layer_rows)
+                mean = torch.from_numpy(col_sum / n)
+            else:
+                mean = self._mean_codes(stack, source, train_rows, device)
             generator = torch.Generator().manual_seed(int(rng.randint(2**31 - 1)))
-            mean = torch.from_numpy(col_sum / n)
             layer = self._make_layer(i, n_inputs, width, mean, generator).to(device)
-            curves.append(
-                self._pretrain_layer(layer, i, source, rows, rng, device)
-                if pretrain and self.pretrain
-                else []
-            )
-            layers.append(layer)
-            if i < len(self._sizes()) - 1:
-                source = RowSource(self._layer_codes(layer, source, rows, device))
-                rows, n_inputs = all_rows(source), width
-        self._pretrain_curves = curves
-        return StackedAutoencoder(layers, self._layer_weights())
+            stack.layers.append(layer)
+            curves.append([])
+            if pretrain:
+                curves[-1] = self._pretrain_layer(
+                    layer, i, layer_source, layer_rows, rng, device
+                )
+                if i < len(self._sizes()) - 1:
+                    codes = self._layer_codes(layer, layer_source, layer_rows, device)
+                    layer_source = RowSource(codes)
+                    layer_rows = all_rows(layer_source)
+            n_inputs = width
+        stack.pretrain_loss_curves = curves
+        return stack
+
+    @torch.no_grad()
+    def _mean_codes(self, stack, source, rows, device) -> torch.Tensor:
+        """Mean of the stack's last codes over ``rows``, streamed."""
+        stack.eval()
+        total, chunks = None, rows.ordered(source.chunk_rows(self.batch_size))
+        for x in iter_batches(source, chunks, self._inference_batch_rows(), device):
+            batch_sum = stack.encode(x).double().sum(dim=0)
+            total = batch_sum if total is None else total + batch_sum
+        return (total / len(rows)).cpu()
 
     def _pretrain_layer(self, layer, i, source, rows, rng, device) -> list[float]:
         """Train one layer alone as an autoencoder of its inputs."""
@@ -328,7 +360,7 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
     def _set_fitted_state(self, module, optimizer, dtype, history, incremental):
         super()._set_fitted_state(module, optimizer, dtype, history, incremental)
         if not incremental:
-            self.pretrain_loss_curves_ = self.__dict__.pop("_pretrain_curves")
+            self.pretrain_loss_curves_ = module.pretrain_loss_curves
 
     def _atoms(self, module) -> torch.Tensor:
         with torch.no_grad():

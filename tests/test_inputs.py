@@ -285,3 +285,13 @@ def test_memmap_validation_holds_out_about_the_requested_fraction():
     rest, taken = rows.split(10_000, np.random.RandomState(0))
     assert len(taken) == 10_000 and len(rest) == 90_000
     assert not set(taken.blocks) & set(rest.blocks)
+
+
+def test_failed_refit_leaves_the_fitted_model_usable(digits):
+    X, _ = digits
+    sae = model().fit(X)
+    codes = sae.transform(X)
+    with pytest.raises(ValueError, match="Training diverged"):
+        sae.fit(np.random.RandomState(0).randn(50, 10) * 1e25)
+    assert sae.n_features_in_ == 64
+    np.testing.assert_array_equal(sae.transform(X), codes)

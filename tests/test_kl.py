@@ -97,3 +97,10 @@ def test_weight_decay_shrinks_weights(patches):
         for wd in [0.0, 1e-2]
     ]
     assert norms[1] < 0.8 * norms[0]
+
+
+def test_a_unit_that_went_quiet_is_pulled_back():
+    # sigmoid(-25) ~ 1e-11: the penalty must still push its mean activation up.
+    pre = torch.tensor([[-25.0, 0.0]] * 8, requires_grad=True)
+    rho_divergence(0.05, torch.sigmoid(pre).mean(dim=0), "kl").backward()
+    assert pre.grad[:, 0].max() < -1e-3

@@ -136,3 +136,50 @@ def test_components_are_what_each_last_latent_adds(digits):
     codes[1, 5] = 1.0
     decoded = sae.inverse_transform(codes)
     np.testing.assert_allclose(sae.components_[5], decoded[1] - decoded[0], atol=1e-5)
+
+
+def test_per_layer_targets_reach_their_layers(digits):
+    X, _ = digits
+    sae = stack(sparsity_target=(0.02, 0.2), max_iter=40).fit(X)
+    first, last = (codes.mean() for codes in sae.encode_layers(X))
+    assert 0.01 < first < 0.04 and 0.1 < last < 0.3, (first, last)
+
+
+def test_layer_weights_scale_sparsity_not_weight_decay(digits):
+    X, _ = digits
+    sae = stack(weight_decay=1.0, layer_weights=[0.0, 0.0], max_iter=2).fit(X)
+    module = sae.module_
+    with torch.no_grad():
+        penalty = float(module(torch.as_tensor(X[:32], dtype=torch.float32)).penalty)
+        decay = sum(float(layer.weight_penalty()) for layer in module.layers)
+    assert decay > 0 and penalty == pytest.approx(decay, rel=1e-5)
+
+
+def test_warm_start_cannot_change_the_sparsity_but_applies_output_activation(digits):
+    X, _ = digits
+    sae = stack(max_iter=2, warm_start=True).fit(X)
+    with pytest.raises(ValueError, match="sparsity='topk' differs from the fitted"):
+        sae.set_params(sparsity="topk", k=4).fit(X)
+    sae.set_params(sparsity="kl", output_activation="sigmoid").fit(X)
+    reconstruction = sae.inverse_transform(sae.transform(X))
+    assert (reconstruction > 0).all() and (reconstruction < 1).all()
+    with pytest.raises(ValueError, match="fine_tune=False turns off"):
+        sae.set_params(fine_tune=False).fit(X)
+
+
+def test_deep_fits_and_partial_fit_keep_no_codes_in_memory(digits, monkeypatch):
+    X, _ = digits
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("codes of every row were materialized")
+
+    monkeypatch.setattr(StackedSparseAutoencoder, "_layer_codes", forbidden)
+    stack(pretrain=False, max_iter=2).fit(X)
+    stack().partial_fit(X)
+
+
+def test_infinite_layer_weight_is_rejected(digits):
+    with pytest.raises(
+        ValueError, match="every value of layer_weights must be a finite"
+    ):
+        stack(layer_weights=[np.inf, 1.0]).fit(digits[0])

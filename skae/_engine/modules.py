@@ -125,12 +125,18 @@ class LinearAutoencoder(nn.Module):
             return torch.sigmoid(reconstruction)
         return reconstruction
 
+    def sparsity_penalty(self, codes: Tensor) -> Tensor:
+        return self.rule.penalty(codes, self.W_dec)
+
+    def weight_penalty(self) -> Tensor:
+        """``weight_decay / 2 * (||W_enc||^2 + ||W_dec||^2)``."""
+        if not self.weight_decay:
+            return self.W_dec.new_zeros(())
+        squares = self.W_enc.square().sum() + self.W_dec.square().sum()
+        return 0.5 * self.weight_decay * squares
+
     def penalty(self, codes: Tensor) -> Tensor:
-        penalty = self.rule.penalty(codes, self.W_dec)
-        if self.weight_decay:
-            squares = self.W_enc.square().sum() + self.W_dec.square().sum()
-            penalty = penalty + 0.5 * self.weight_decay * squares
-        return penalty
+        return self.sparsity_penalty(codes) + self.weight_penalty()
 
     def forward(self, x: Tensor) -> ForwardOutput:
         codes = self.encode(x)
@@ -158,7 +164,8 @@ class StackedAutoencoder(nn.Module):
 
     Layer ``i`` encodes the codes of layer ``i - 1``; decoding runs the
     layers' decoders in reverse. The penalty is the sum of every layer's
-    penalty weighted by ``layer_weights``.
+    sparsity penalty weighted by ``layer_weights``, plus every layer's weight
+    penalty.
     """
 
     def __init__(self, layers: list[LinearAutoencoder], layer_weights: list[float]):
@@ -188,7 +195,7 @@ class StackedAutoencoder(nn.Module):
     def forward(self, x: Tensor) -> ForwardOutput:
         codes = self.encode_layers(x)
         penalty = sum(
-            weight * layer.penalty(layer_codes)
+            weight * layer.sparsity_penalty(layer_codes) + layer.weight_penalty()
             for weight, layer, layer_codes in zip(
                 self.layer_weights, self.layers, codes, strict=True
             )
