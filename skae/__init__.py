@@ -1,6 +1,7 @@
 """skae: sparse autoencoders as scikit-learn estimators, trained with PyTorch."""
 
 from ._base import BaseSparseAutoencoder
+from ._conv import ConvSparseAutoencoder
 from ._kl import KLSparseAutoencoder
 from ._ksparse import KSparseAutoencoder
 from ._l1 import L1SparseAutoencoder
@@ -10,6 +11,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "BaseSparseAutoencoder",
+    "ConvSparseAutoencoder",
     "KLSparseAutoencoder",
     "KSparseAutoencoder",
     "L1SparseAutoencoder",

@@ -357,12 +357,16 @@ class BaseSparseAutoencoder(
         """
         check_is_fitted(self)
         codes = check_array(X, accept_sparse="csr", dtype=_FLOATS)
-        if codes.shape[1] != self._n_features_out:
+        if codes.shape[1] != self._decoder_width():
             raise ValueError(
                 f"inverse_transform got codes with {codes.shape[1]} columns, but "
-                f"{type(self).__name__} has {self._n_features_out} components."
+                f"{type(self).__name__} has {self._decoder_width()} components."
             )
         return self._map_batches(codes, lambda m, z: m.decode(z), self.n_features_in_)
+
+    def _decoder_width(self) -> int:
+        """Number of code columns that ``inverse_transform`` decodes."""
+        return self._n_features_out
 
     def score_samples(self, X):
         """Negative squared reconstruction error of each sample.
@@ -449,7 +453,7 @@ class BaseSparseAutoencoder(
 
     def _inference_batch_rows(self) -> int:
         # Large batches for throughput, bounded so activations stay near 4 MiB.
-        width = max(self._n_features_out, getattr(self, "n_features_in_", 1))
+        width = max(self._decoder_width(), getattr(self, "n_features_in_", 1))
         return int(np.clip(2**20 // width, self.batch_size, 2**16))
 
     @property

@@ -118,3 +118,56 @@ class TargetActivation:
 
     def __repr__(self) -> str:
         return f"TargetActivation(rho={self.rho}, weight={self.weight}, {self.kind!r})"
+
+
+def spatial_topk(maps: Tensor, k: int) -> Tensor:
+    """Keep the ``k`` largest values of each feature map of each image.
+
+    ``maps`` has shape (n_images, n_maps, height, width); the rest become 0.
+    The spatial sparsity of Makhzani & Frey (2015), "Winner-Take-All
+    Autoencoders".
+    """
+    flat = maps.flatten(2)
+    k = min(k, flat.shape[2])
+    values, indices = torch.topk(flat, k, dim=2, sorted=False)
+    return torch.zeros_like(flat).scatter_(2, indices, values).view_as(maps)
+
+
+def lifetime_topk(maps: Tensor, rate: float) -> Tensor:
+    """Keep each feature map only on the ``rate`` share of the batch's images
+    where its strongest activation is largest, at least one (the lifetime
+    sparsity of Makhzani & Frey 2015)."""
+    keep = max(1, math.ceil(rate * maps.shape[0]))
+    if keep >= maps.shape[0]:
+        return maps
+    strongest = maps.flatten(2).amax(dim=2)  # (n_images, n_maps)
+    cut = torch.topk(strongest, keep, dim=0).values[-1]
+    return maps * (strongest >= cut).to(maps.dtype)[:, :, None, None]
+
+
+class WinnerTakeAll:
+    """ReLU feature maps with spatial top-k, and lifetime sparsity in training.
+
+    Lifetime sparsity needs a batch: it regularizes training only, and the
+    features of a fitted model keep every map's spatial winners, as in
+    Makhzani & Frey's feature extraction.
+    """
+
+    def __init__(self, k: int, lifetime_sparsity: float) -> None:
+        self.k = k
+        self.lifetime_sparsity = lifetime_sparsity
+
+    def activate(self, pre: Tensor) -> Tensor:
+        return spatial_topk(torch.relu(pre), self.k)
+
+    def train_activate(self, pre: Tensor) -> Tensor:
+        return lifetime_topk(self.activate(pre), self.lifetime_sparsity)
+
+    def penalty(self, codes: Tensor, atoms: Tensor) -> Tensor:
+        return codes.new_zeros(())
+
+    def activity(self, codes: Tensor) -> Tensor:
+        return (codes != 0).to(codes.dtype)
+
+    def __repr__(self) -> str:
+        return f"WinnerTakeAll(k={self.k}, lifetime_sparsity={self.lifetime_sparsity})"

@@ -3,6 +3,7 @@
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skae import (
+    ConvSparseAutoencoder,
     KLSparseAutoencoder,
     KSparseAutoencoder,
     L1SparseAutoencoder,
@@ -20,6 +21,9 @@ ESTIMATORS = [
     StackedSparseAutoencoder(
         hidden_layer_sizes=(8, 4), sparsity="topk", k=(2, 1), max_iter=3
     ),
+    # image_shape=None: the checks' rows become 1-D signals (or square images).
+    ConvSparseAutoencoder(n_components=4, kernel_size=3, max_iter=3),
+    ConvSparseAutoencoder(n_components=4, kernel_size=3, sparsity="kl", max_iter=3),
 ]
 
 

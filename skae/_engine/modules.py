@@ -212,3 +212,110 @@ class StackedAutoencoder(nn.Module):
     def after_step(self) -> None:
         for layer in self.layers:
             layer.after_step()
+
+
+class ConvAutoencoder(nn.Module):
+    """Convolutional sparse autoencoder over flattened (height, width, channels)
+    images: a 'same' convolution into feature maps, a sparsity rule on the
+    maps, and the transposed convolution back.
+
+    Rows come in and go out flattened, so the module speaks the same 2-D
+    language as :class:`LinearAutoencoder`; codes are the maps flattened in
+    (map, row, column) order. The rule's ``activate`` is applied to the maps;
+    a rule with ``train_activate`` (winner-take-all) uses it in training. L1
+    and KL rules see per-image map totals and per-position activations.
+    """
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int],
+        kernel_size: int,
+        n_components: int,
+        rule,
+        *,
+        mean: Tensor,
+        generator: torch.Generator,
+        unit_norm_atoms: bool,
+    ) -> None:
+        super().__init__()
+        self.image_shape = image_shape
+        self.rule = rule
+        self.unit_norm_atoms = unit_norm_atoms
+        height, width, channels = image_shape
+        filters = torch.randn(
+            n_components, channels, kernel_size, kernel_size, generator=generator
+        )
+        filters /= filters.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None, None]
+        self.W_enc = nn.Parameter(filters.clone())
+        self.b_enc = nn.Parameter(torch.zeros(n_components))
+        self.W_dec = nn.Parameter(filters)
+        channel_mean = mean.float().view(height, width, channels).mean(dim=(0, 1))
+        self.b_dec = nn.Parameter(channel_mean)
+
+    @property
+    def n_components(self) -> int:
+        return self.W_dec.shape[0]
+
+    @property
+    def padding(self) -> int:
+        return self.W_dec.shape[-1] // 2
+
+    def _images(self, x: Tensor) -> Tensor:
+        height, width, channels = self.image_shape
+        return x.view(-1, height, width, channels).permute(0, 3, 1, 2)
+
+    def maps(self, x: Tensor) -> Tensor:
+        """Sparse feature maps, shape (n_images, n_components, height, width)."""
+        images = self._images(x) - self.b_dec[None, :, None, None]
+        pre = nn.functional.conv2d(images, self.W_enc, self.b_enc, padding=self.padding)
+        if self.training and hasattr(self.rule, "train_activate"):
+            return self.rule.train_activate(pre)
+        return self.rule.activate(pre)
+
+    def encode(self, x: Tensor) -> Tensor:
+        return self.maps(x).flatten(1)
+
+    def pooled(self, x: Tensor, pool_size: int) -> Tensor:
+        maps = self.maps(x)
+        return nn.functional.max_pool2d(maps, pool_size, ceil_mode=True).flatten(1)
+
+    def decode(self, codes: Tensor) -> Tensor:
+        height, width, _ = self.image_shape
+        maps = codes.view(-1, self.n_components, height, width)
+        images = nn.functional.conv_transpose2d(maps, self.W_dec, padding=self.padding)
+        images = images + self.b_dec[None, :, None, None]
+        return images.permute(0, 2, 3, 1).flatten(1)
+
+    def penalty(self, maps: Tensor) -> Tensor:
+        atoms = self.W_dec.flatten(1)
+        if hasattr(self.rule, "alpha"):  # L1: per-image totals of each map
+            return self.rule.penalty(maps.abs().sum(dim=(2, 3)), atoms)
+        if hasattr(self.rule, "rho"):  # KL: mean over images and positions
+            per_position = maps.permute(0, 2, 3, 1).reshape(-1, self.n_components)
+            return self.rule.penalty(per_position, atoms)
+        return self.rule.penalty(maps, atoms)
+
+    def forward(self, x: Tensor) -> ForwardOutput:
+        maps = self.maps(x)
+        codes = maps.flatten(1)
+        return ForwardOutput(self.decode(codes), codes, self.penalty(maps))
+
+    def activity(self, codes: Tensor) -> Tensor:
+        """Per image and map: fired anywhere (ReLU rules) or mean activation."""
+        height, width, _ = self.image_shape
+        maps = codes.view(-1, self.n_components, height * width)
+        if hasattr(self.rule, "rho"):
+            return maps.mean(dim=2)
+        return (maps != 0).any(dim=2).to(codes.dtype)
+
+    @torch.no_grad()
+    def before_step(self) -> None:
+        if self.unit_norm_atoms and self.W_dec.grad is not None:
+            atoms, grad = self.W_dec.flatten(1), self.W_dec.grad.flatten(1)
+            grad -= (grad * atoms).sum(dim=1, keepdim=True) * atoms
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        if self.unit_norm_atoms:
+            norms = self.W_dec.flatten(1).norm(dim=1).clamp_min(1e-12)
+            self.W_dec /= norms[:, None, None, None]

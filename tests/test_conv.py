@@ -1,0 +1,146 @@
+"""ConvSparseAutoencoder: winner-take-all maps, pooling, shapes and quality."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import cross_val_score
+from sklearn.pipeline import make_pipeline
+
+import skae._base
+import skae._engine.training
+from skae import ConvSparseAutoencoder
+from skae._sparsity import lifetime_topk, spatial_topk
+
+
+def model(**params):
+    base = {
+        "image_shape": (8, 8),
+        "n_components": 16,
+        "max_iter": 20,
+        "random_state": 0,
+    }
+    return ConvSparseAutoencoder(**base | params)
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_unpooled_codes_keep_k_values_per_map_per_image(digits, k):
+    X, _ = digits
+    sae = model(k=k, pool_size=None).fit(X)
+    maps = sae.transform(X).reshape(len(X), 16, 64)
+    nonzero = (maps != 0).sum(axis=2)
+    assert nonzero.max() == k
+    assert (maps >= 0).all()
+    # Lifetime sparsity is a training regularizer: inference keeps every map.
+    assert (nonzero > 0).mean() > 0.9
+
+
+def test_lifetime_sparsity_keeps_each_map_on_a_share_of_the_batch():
+    maps = torch.rand(40, 3, 4, 4)
+    kept = lifetime_topk(spatial_topk(maps, 1), 0.1)
+    alive = kept.flatten(2).amax(dim=2) > 0
+    assert alive.sum(dim=0).tolist() == [4, 4, 4]
+    strongest = maps.flatten(2).amax(dim=2)
+    for j in range(3):
+        assert set(torch.topk(strongest[:, j], 4).indices.tolist()) == set(
+            torch.nonzero(alive[:, j]).ravel().tolist()
+        )
+
+
+def test_training_applies_lifetime_sparsity(digits):
+    X, _ = digits
+    sae = model(max_iter=2, lifetime_sparsity=0.1).fit(X)
+    module = sae.module_.train()
+    with torch.no_grad():
+        maps = module.maps(torch.as_tensor(X[:100], dtype=torch.float32))
+    assert ((maps.flatten(2) != 0).any(dim=2).sum(dim=0) <= 10).all()
+
+
+def test_pooled_codes_shape_and_names(digits):
+    X, _ = digits
+    sae = model(image_shape=(8, 8, 1), pool_size=3, max_iter=2).fit(X)
+    codes = sae.transform(X)
+    assert codes.shape == (len(X), 16 * 3 * 3)  # 8 / 3 rounded up
+    names = sae.get_feature_names_out()
+    assert len(names) == codes.shape[1]
+    assert names[0] == "convsparseautoencoder_map0_y0_x0"
+    assert names[3 * 3 + 4] == "convsparseautoencoder_map1_y1_x1"
+    unpooled = sae.set_params(pool_size=None).transform(X).reshape(len(X), 16, 8, 8)
+    pooled = codes.reshape(len(X), 16, 3, 3)
+    np.testing.assert_allclose(
+        pooled[:, :, 0, 0], unpooled[:, :, :3, :3].max(axis=(2, 3))
+    )
+
+
+def test_components_are_the_decoder_filters_as_images():
+    rng = np.random.RandomState(0)
+    X = rng.rand(64, 6 * 5 * 3)
+    sae = model(image_shape=(6, 5, 3), kernel_size=3, max_iter=2, n_components=4).fit(X)
+    assert sae.components_.shape == (4, 3 * 3 * 3)
+    assert sae.image_shape_ == (6, 5, 3)
+    filters = sae.module_.W_dec.detach().numpy()  # (maps, channels, k, k)
+    np.testing.assert_allclose(
+        sae.components_[2].reshape(3, 3, 3), filters[2].transpose(1, 2, 0), rtol=1e-6
+    )
+    np.testing.assert_allclose(np.linalg.norm(sae.components_, axis=1), 1, rtol=1e-5)
+
+
+def test_inverse_transform_decodes_unpooled_maps(digits):
+    X, _ = digits
+    sae = model(lifetime_sparsity=1.0).fit(X)
+    maps = sae.set_params(pool_size=None).transform(X)
+    reconstruction = sae.inverse_transform(maps)
+    assert reconstruction.shape == X.shape
+    ev = 1 - ((X - reconstruction) ** 2).sum() / ((X - X.mean(0)) ** 2).sum()
+    assert ev == pytest.approx(sae.score(X), rel=1e-6)
+    with pytest.raises(ValueError, match=r"codes with 256 columns, but .* has 1024"):
+        sae.inverse_transform(sae.set_params(pool_size=2).transform(X))
+
+
+@pytest.mark.parametrize(
+    ("params", "floor"),
+    [
+        ({"lifetime_sparsity": 1.0}, 0.6),
+        ({"sparsity": "l1"}, 0.55),
+        ({"sparsity": "kl"}, 0.5),
+    ],
+)
+def test_reconstructions_of_digits(digits, params, floor):
+    X, _ = digits
+    assert model(max_iter=30, **params).fit(X).score(X) > floor
+
+
+def test_pooled_codes_classify_digits_at_least_as_well_as_pixels(digits):
+    X, y = digits
+    raw = cross_val_score(LogisticRegression(max_iter=3000), X, y, cv=5).mean()
+    pipe = make_pipeline(
+        ConvSparseAutoencoder((8, 8), max_iter=30, random_state=0),
+        LogisticRegression(max_iter=3000),
+    )
+    assert cross_val_score(pipe, X, y, cv=5).mean() >= raw
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (
+            {"image_shape": (8, 7)},
+            r"image_shape=\(8, 7\) holds 56 values per image, but X has 64",
+        ),
+        ({"image_shape": (8, 8, 2)}, "holds 128 values"),
+        ({"image_shape": (8,)}, "image_shape must be"),
+        ({"kernel_size": 4}, "kernel_size=4 must be odd"),
+    ],
+)
+def test_bad_shapes_fail_before_training(digits, params, message, monkeypatch):
+    monkeypatch.setattr(skae._base, "train", None)
+    monkeypatch.setattr(skae._engine.training, "train_epoch", None)
+    with pytest.raises(ValueError, match=message):
+        model(**params).fit(digits[0])
+
+
+def test_default_image_shape_is_square_or_a_signal():
+    rng = np.random.RandomState(0)
+    square = ConvSparseAutoencoder(kernel_size=3, max_iter=1).fit(rng.rand(20, 36))
+    signal = ConvSparseAutoencoder(kernel_size=3, max_iter=1).fit(rng.rand(20, 10))
+    assert square.image_shape_ == (6, 6, 1) and signal.image_shape_ == (1, 10, 1)
