@@ -13,12 +13,11 @@ markdown table and writes it, with the raw figures as JSON, under
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
-from pathlib import Path
 
 import numpy as np
+from _common import write_results
 from sklearn.cluster import KMeans
 from sklearn.datasets import load_digits, load_wine
 from sklearn.decomposition import PCA
@@ -31,8 +30,6 @@ from skae import (
     L1SparseAutoencoder,
     StackedSparseAutoencoder,
 )
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def datasets():
@@ -117,10 +114,7 @@ def main() -> None:
         + markdown(rows)
         + "\n"
     )
-    print(report)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "clustering.md").write_text(report)
-    (RESULTS / "clustering.json").write_text(json.dumps(rows, indent=2))
+    write_results("clustering", report, rows)
 
 
 if __name__ == "__main__":

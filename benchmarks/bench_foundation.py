@@ -10,7 +10,6 @@ under ``benchmarks/results/``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -19,8 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-RESULTS = Path(__file__).parent / "results"
+from _common import markdown, write_results
 
 
 def sparse_table(n_samples=10_000, n_features=100, n_atoms=256, k=8, seed=0):
@@ -148,15 +146,6 @@ def memory_table(n_rows: int) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict]) -> str:
-    keys = list(rows[0])
-    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    for row in rows:
-        cells = [f"{v:.3f}" if isinstance(v, float) else str(v) for v in row.values()]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
@@ -173,12 +162,7 @@ def main() -> None:
         + markdown(memory)
         + "\n"
     )
-    print(report)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "foundation.md").write_text(report)
-    (RESULTS / "foundation.json").write_text(
-        json.dumps({"quality": quality, "memory": memory}, indent=2)
-    )
+    write_results("foundation", report, {"quality": quality, "memory": memory})
 
 
 if __name__ == "__main__":

@@ -14,18 +14,16 @@ saves the atoms as ``benchmarks/results/patches_atoms.png``.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import RESULTS, write_results
 from sklearn.decomposition import PCA
 
 from skae import KLSparseAutoencoder
 from skae.datasets import make_image_patches
 from skae.metrics import atom_localization
-
-RESULTS = Path(__file__).parent / "results"
 
 
 def window_energy(atoms: np.ndarray) -> np.ndarray:
@@ -102,10 +100,7 @@ def main() -> None:
         + "\n\nLocalization of random atoms: "
         + f"{window_energy(random_atoms).mean():.3f}\n"
     )
-    print(report)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "patches.md").write_text(report)
-    (RESULTS / "patches.json").write_text(json.dumps(rows, indent=2))
+    write_results("patches", report, rows)
     save_atoms(sae.components_, RESULTS / "patches_atoms.png")
 
 

@@ -360,7 +360,7 @@ class BaseSparseAutoencoder(
         if codes.shape[1] != self._decoder_width():
             raise ValueError(
                 f"inverse_transform got codes with {codes.shape[1]} columns, but "
-                f"{type(self).__name__} has {self._decoder_width()} components."
+                f"{type(self).__name__} decodes {self._decoder_width()}."
             )
         return self._map_batches(codes, lambda m, z: m.decode(z), self.n_features_in_)
 

@@ -33,13 +33,15 @@ class ConvSparseAutoencoder(BaseSparseAutoencoder):
     ``transform`` returns the sparse maps max-pooled over ``pool_size`` ×
     ``pool_size`` windows and flattened, ready for a linear classifier or
     KMeans. ``inverse_transform`` decodes the *unpooled* maps
-    (``pool_size=None``). Lifetime sparsity needs a batch, so, as in the
-    paper, it regularizes training only: the codes of a fitted model keep
-    every map's spatial winners and depend on each image alone. The decoder,
-    though, learned to rebuild images from the few maps that survive the
-    lifetime cut, so ``score`` and ``inverse_transform`` of such codes
-    reconstruct poorly; when reconstruction matters, set
-    ``lifetime_sparsity=1`` or use 'l1' or 'kl'.
+    (``pool_size=None``). Lifetime sparsity needs a batch: training keeps a
+    running average of each map's lifetime cut, and ``score``,
+    ``score_samples``, early stopping and ``activation_frequency_`` apply it
+    image by image, as the decoder learned. ``transform`` returns features
+    in the manner of Makhzani & Frey's classification experiments: every
+    map's spatial winners, without the lifetime cut. With a small
+    ``lifetime_sparsity`` the decoder sees few maps per image (under two of
+    32 at 5%) and reconstructs little either way; for reconstruction set
+    ``lifetime_sparsity`` near 1 or use 'l1' or 'kl'.
 
     Parameters
     ----------
@@ -79,12 +81,14 @@ class ConvSparseAutoencoder(BaseSparseAutoencoder):
     components_ : ndarray of shape (n_components, kernel_size**2 * channels)
         The decoder's filters, each flattened as a (kernel_size, kernel_size,
         channels) image, so ``components_[j].reshape(kernel_size,
-        kernel_size, -1)`` shows filter ``j``. Unit norm with 'wta'.
+        kernel_size, -1)`` shows filter ``j``. Unit norm with 'wta'. Along
+        an image side shorter than the kernel, filters are cut to
+        ``2 * side - 1``: a 1-D signal has filters of one row.
     image_shape_ : tuple of int
         ``(height, width, channels)`` of the images seen in ``fit``.
     activation_frequency_ : ndarray of shape (n_components,)
         Per map: the fraction of training images on which it fires anywhere
-        ('wta', 'l1'), or its mean activation ('kl').
+        ('wta', after the lifetime cut; 'l1'), or its mean activation ('kl').
     %(fitted_attributes)s
 
     See Also
@@ -159,9 +163,12 @@ class ConvSparseAutoencoder(BaseSparseAutoencoder):
                 "convolution and its transpose keep the image size."
             )
         if self.image_shape is not None:
-            shape = np.ravel(self.image_shape)
-            if shape.size not in (2, 3) or not all(
-                isinstance(s, Integral | np.integer) and s >= 1 for s in shape
+            shape = list(self.image_shape)
+            if len(shape) not in (2, 3) or not all(
+                isinstance(s, Integral | np.integer)
+                and not isinstance(s, bool)
+                and s >= 1
+                for s in shape
             ):
                 raise ValueError(
                     "image_shape must be (height, width) or (height, width, "
@@ -188,10 +195,14 @@ class ConvSparseAutoencoder(BaseSparseAutoencoder):
         return X
 
     def _architecture(self) -> dict:
+        shape = {}
+        if hasattr(self, "n_features_in_"):
+            shape["image_shape"] = self._resolve_image_shape(self.n_features_in_)
         return {
             "n_components": self.n_components,
             "kernel_size": self.kernel_size,
             "sparsity": self.sparsity,
+            **shape,
         }
 
     def _rule(self):
@@ -236,16 +247,13 @@ class ConvSparseAutoencoder(BaseSparseAutoencoder):
     def _n_features_out(self) -> int:
         check_is_fitted(self)
         rows, cols = self._grid()
-        return self.n_components * rows * cols
+        return self.module_.n_components * rows * cols
 
     def _decoder_width(self) -> int:
-        height, width, _ = self.image_shape_
-        return self.module_.n_components * height * width
-
-    def _inference_batch_rows(self) -> int:
-        if not hasattr(self, "image_shape_"):
-            return self.batch_size
-        return super()._inference_batch_rows()
+        """Unpooled code columns; also sizes inference batches during fit."""
+        n_maps = self.module_.n_components if hasattr(self, "module_") else None
+        height, width, _ = self._resolve_image_shape(self.n_features_in_)
+        return (n_maps or self.n_components) * height * width
 
     # ------------------------------------------------------------ inference
 
@@ -265,9 +273,8 @@ class ConvSparseAutoencoder(BaseSparseAutoencoder):
             height and width divided by ``pool_size``, rounded up.
         """
         check_is_fitted(self)
+        self._validate_params()
         X = self._validate_X(X, reset=False)
-        if self.pool_size is None:
-            return self._map_batches(X, lambda m, x: m.encode(x), self._n_features_out)
         pool = self.pool_size
         return self._map_batches(
             X, lambda m, x: m.pooled(x, pool), self._n_features_out
@@ -290,7 +297,7 @@ class ConvSparseAutoencoder(BaseSparseAutoencoder):
         rows, cols = self._grid()
         prefix = type(self).__name__.lower()
         maps, ys, xs = np.meshgrid(
-            np.arange(self.n_components),
+            np.arange(self.module_.n_components),
             np.arange(rows),
             np.arange(cols),
             indexing="ij",

@@ -92,6 +92,13 @@ class L1:
     def penalty(self, codes: Tensor, atoms: Tensor) -> Tensor:
         return self.alpha * weighted_l1(codes, atoms)
 
+    def reduce_maps(self, maps: Tensor) -> Tensor:
+        """Convolutional codes as the penalty sees them: per-image map totals."""
+        return maps.abs().sum(dim=(2, 3))
+
+    def summarize_map(self, maps: Tensor) -> Tensor:
+        return maps.amax(dim=(2, 3))
+
     def activity(self, codes: Tensor) -> Tensor:
         return (codes != 0).to(codes.dtype)
 
@@ -113,6 +120,14 @@ class TargetActivation:
     def penalty(self, codes: Tensor, atoms: Tensor) -> Tensor:
         return self.weight * rho_divergence(self.rho, codes.mean(dim=0), self.kind)
 
+    def reduce_maps(self, maps: Tensor) -> Tensor:
+        """Convolutional codes as the penalty sees them: one row per position,
+        so rho_hat is each map's mean over images and positions."""
+        return maps.permute(0, 2, 3, 1).reshape(-1, maps.shape[1])
+
+    def summarize_map(self, maps: Tensor) -> Tensor:
+        return maps.mean(dim=(2, 3))
+
     def activity(self, codes: Tensor) -> Tensor:
         return codes
 
@@ -133,25 +148,26 @@ def spatial_topk(maps: Tensor, k: int) -> Tensor:
     return torch.zeros_like(flat).scatter_(2, indices, values).view_as(maps)
 
 
-def lifetime_topk(maps: Tensor, rate: float) -> Tensor:
-    """Keep each feature map only on the ``rate`` share of the batch's images
-    where its strongest activation is largest, at least one (the lifetime
-    sparsity of Makhzani & Frey 2015)."""
-    keep = max(1, math.ceil(rate * maps.shape[0]))
-    if keep >= maps.shape[0]:
-        return maps
+def lifetime_cut(maps: Tensor, rate: float) -> Tensor:
+    """Per map, the strongest activation of its ``rate``-th best image of the
+    batch (at least its best): lifetime sparsity keeps a map on an image
+    when the map's strongest activation there reaches this cut (Makhzani &
+    Frey 2015)."""
     strongest = maps.flatten(2).amax(dim=2)  # (n_images, n_maps)
-    cut = torch.topk(strongest, keep, dim=0).values[-1]
+    keep = min(max(1, math.ceil(rate * maps.shape[0])), maps.shape[0])
+    return torch.topk(strongest, keep, dim=0).values[-1]
+
+
+def apply_cut(maps: Tensor, cut: Tensor) -> Tensor:
+    """Zero each map on the images where its strongest activation is below
+    the map's cut."""
+    strongest = maps.flatten(2).amax(dim=2)
     return maps * (strongest >= cut).to(maps.dtype)[:, :, None, None]
 
 
 class WinnerTakeAll:
-    """ReLU feature maps with spatial top-k, and lifetime sparsity in training.
-
-    Lifetime sparsity needs a batch: it regularizes training only, and the
-    features of a fitted model keep every map's spatial winners, as in
-    Makhzani & Frey's feature extraction.
-    """
+    """ReLU feature maps keeping the ``k`` largest values of each map of each
+    image; lifetime sparsity (:func:`lifetime_cut`) is the module's."""
 
     def __init__(self, k: int, lifetime_sparsity: float) -> None:
         self.k = k
@@ -160,11 +176,14 @@ class WinnerTakeAll:
     def activate(self, pre: Tensor) -> Tensor:
         return spatial_topk(torch.relu(pre), self.k)
 
-    def train_activate(self, pre: Tensor) -> Tensor:
-        return lifetime_topk(self.activate(pre), self.lifetime_sparsity)
-
     def penalty(self, codes: Tensor, atoms: Tensor) -> Tensor:
         return codes.new_zeros(())
+
+    def reduce_maps(self, maps: Tensor) -> Tensor:
+        return maps
+
+    def summarize_map(self, maps: Tensor) -> Tensor:
+        return maps.amax(dim=(2, 3))
 
     def activity(self, codes: Tensor) -> Tensor:
         return (codes != 0).to(codes.dtype)

@@ -10,7 +10,7 @@ from sklearn.pipeline import make_pipeline
 import skae._base
 import skae._engine.training
 from skae import ConvSparseAutoencoder
-from skae._sparsity import lifetime_topk, spatial_topk
+from skae._sparsity import apply_cut, lifetime_cut, spatial_topk
 
 
 def model(**params):
@@ -37,7 +37,8 @@ def test_unpooled_codes_keep_k_values_per_map_per_image(digits, k):
 
 def test_lifetime_sparsity_keeps_each_map_on_a_share_of_the_batch():
     maps = torch.rand(40, 3, 4, 4)
-    kept = lifetime_topk(spatial_topk(maps, 1), 0.1)
+    winners = spatial_topk(maps, 1)
+    kept = apply_cut(winners, lifetime_cut(winners, 0.1))
     alive = kept.flatten(2).amax(dim=2) > 0
     assert alive.sum(dim=0).tolist() == [4, 4, 4]
     strongest = maps.flatten(2).amax(dim=2)
@@ -47,13 +48,24 @@ def test_lifetime_sparsity_keeps_each_map_on_a_share_of_the_batch():
         )
 
 
-def test_training_applies_lifetime_sparsity(digits):
+def test_lifetime_sparsity_shapes_training_and_scores(digits):
     X, _ = digits
-    sae = model(max_iter=2, lifetime_sparsity=0.1).fit(X)
-    module = sae.module_.train()
-    with torch.no_grad():
-        maps = module.maps(torch.as_tensor(X[:100], dtype=torch.float32))
-    assert ((maps.flatten(2) != 0).any(dim=2).sum(dim=0) <= 10).all()
+    streamed = model(lifetime_sparsity=0.1).partial_fit(X)
+    # During its pass each map fired on 10% of a batch's images (ceil).
+    assert streamed.activation_frequency_.max() <= 0.11
+    fitted = model(lifetime_sparsity=0.1).fit(X)
+    # The running cut carries that sparsity to the fitted model's scores.
+    assert 0.03 < fitted.activation_frequency_.mean() < 0.2
+
+
+def test_early_stopping_works_with_lifetime_sparsity(digits):
+    X, _ = digits
+    sae = model(early_stopping=True, n_iter_no_change=5, max_iter=40).fit(X)
+    scores = sae.validation_scores_
+    # Validation compares reconstructions through the running lifetime cut,
+    # the regime the decoder trains in: it improves, and the best is kept.
+    assert max(scores) > scores[0] + 0.1
+    assert sae.score(X) > scores[0] + 0.1
 
 
 def test_pooled_codes_shape_and_names(digits):
@@ -93,7 +105,9 @@ def test_inverse_transform_decodes_unpooled_maps(digits):
     assert reconstruction.shape == X.shape
     ev = 1 - ((X - reconstruction) ** 2).sum() / ((X - X.mean(0)) ** 2).sum()
     assert ev == pytest.approx(sae.score(X), rel=1e-6)
-    with pytest.raises(ValueError, match=r"codes with 256 columns, but .* has 1024"):
+    with pytest.raises(
+        ValueError, match=r"codes with 256 columns, but .* decodes 1024"
+    ):
         sae.inverse_transform(sae.set_params(pool_size=2).transform(X))
 
 
@@ -144,3 +158,22 @@ def test_default_image_shape_is_square_or_a_signal():
     square = ConvSparseAutoencoder(kernel_size=3, max_iter=1).fit(rng.rand(20, 36))
     signal = ConvSparseAutoencoder(kernel_size=3, max_iter=1).fit(rng.rand(20, 10))
     assert square.image_shape_ == (6, 6, 1) and signal.image_shape_ == (1, 10, 1)
+
+
+def test_refits_keep_the_fitted_shape(digits):
+    X, _ = digits
+    sae = model(max_iter=2, warm_start=True).fit(X)
+    with pytest.raises(ValueError, match="holds 56 values per image"):
+        sae.set_params(image_shape=(8, 7)).fit(X)
+    with pytest.raises(ValueError, match=r"image_shape=\(4, 16, 1\) differs"):
+        sae.set_params(image_shape=(4, 16)).partial_fit(X)
+    sae.set_params(image_shape=(8, 8), n_components=4)
+    assert sae.transform(X).shape == (len(X), 16 * 4 * 4)
+    assert len(sae.get_feature_names_out()) == 16 * 4 * 4
+
+
+def test_signals_get_one_row_filters():
+    X = np.random.RandomState(0).rand(40, 30)
+    sae = ConvSparseAutoencoder(kernel_size=5, n_components=3, max_iter=2).fit(X)
+    assert sae.image_shape_ == (1, 30, 1)
+    assert sae.components_.shape == (3, 5)

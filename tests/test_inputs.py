@@ -109,7 +109,7 @@ def test_wrong_number_of_features_at_transform(small_X):
         ):
             getattr(sae, method)(small_X[:, :5])
     with pytest.raises(
-        ValueError, match="codes with 15 columns, but KSparseAutoencoder has 16"
+        ValueError, match="codes with 15 columns, but KSparseAutoencoder decodes 16"
     ):
         sae.inverse_transform(np.zeros((2, 15)))
 

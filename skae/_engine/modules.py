@@ -8,6 +8,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from .._sparsity import apply_cut, lifetime_cut
+
 
 class ForwardOutput(NamedTuple):
     """What one forward pass produces."""
@@ -221,10 +223,20 @@ class ConvAutoencoder(nn.Module):
 
     Rows come in and go out flattened, so the module speaks the same 2-D
     language as :class:`LinearAutoencoder`; codes are the maps flattened in
-    (map, row, column) order. The rule's ``activate`` is applied to the maps;
-    a rule with ``train_activate`` (winner-take-all) uses it in training. L1
-    and KL rules see per-image map totals and per-position activations.
+    (map, row, column) order. Filters are ``kernel_size`` square, cut to
+    ``2 * side - 1`` along a side shorter than the kernel (one row for 1-D
+    signals), where the rest could never touch the image.
+
+    A rule with ``lifetime_sparsity`` below 1 (winner-take-all) keeps each map
+    only on the batch's images where it is strongest. Training tracks a
+    running average of that cut per map, like batch-norm statistics, and
+    :meth:`encode` applies it image by image afterwards, so reconstructions
+    and scores of a fitted model match what its decoder learned. The
+    features of :meth:`features` keep every map's spatial winners, as in
+    Makhzani & Frey's feature extraction.
     """
+
+    cut_momentum = 0.05
 
     def __init__(
         self,
@@ -242,42 +254,60 @@ class ConvAutoencoder(nn.Module):
         self.rule = rule
         self.unit_norm_atoms = unit_norm_atoms
         height, width, channels = image_shape
-        filters = torch.randn(
-            n_components, channels, kernel_size, kernel_size, generator=generator
-        )
+        kh, kw = min(kernel_size, 2 * height - 1), min(kernel_size, 2 * width - 1)
+        filters = torch.randn(n_components, channels, kh, kw, generator=generator)
         filters /= filters.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None, None]
         self.W_enc = nn.Parameter(filters.clone())
         self.b_enc = nn.Parameter(torch.zeros(n_components))
         self.W_dec = nn.Parameter(filters)
         channel_mean = mean.float().view(height, width, channels).mean(dim=(0, 1))
         self.b_dec = nn.Parameter(channel_mean)
+        self.register_buffer("lifetime_cut", torch.full((n_components,), -math.inf))
 
     @property
     def n_components(self) -> int:
         return self.W_dec.shape[0]
 
     @property
-    def padding(self) -> int:
-        return self.W_dec.shape[-1] // 2
+    def padding(self) -> tuple[int, int]:
+        return self.W_dec.shape[2] // 2, self.W_dec.shape[3] // 2
 
-    def _images(self, x: Tensor) -> Tensor:
+    def _lifetime(self) -> float:
+        return getattr(self.rule, "lifetime_sparsity", 1.0)
+
+    def features(self, x: Tensor) -> Tensor:
+        """Maps with the rule's per-image sparsity only: (n, maps, h, w)."""
         height, width, channels = self.image_shape
-        return x.view(-1, height, width, channels).permute(0, 3, 1, 2)
+        images = x.view(-1, height, width, channels).permute(0, 3, 1, 2)
+        images = images - self.b_dec[None, :, None, None]
+        pre = nn.functional.conv2d(images, self.W_enc, self.b_enc, padding=self.padding)
+        return self.rule.activate(pre)
 
     def maps(self, x: Tensor) -> Tensor:
-        """Sparse feature maps, shape (n_images, n_components, height, width)."""
-        images = self._images(x) - self.b_dec[None, :, None, None]
-        pre = nn.functional.conv2d(images, self.W_enc, self.b_enc, padding=self.padding)
-        if self.training and hasattr(self.rule, "train_activate"):
-            return self.rule.train_activate(pre)
-        return self.rule.activate(pre)
+        """Maps as the decoder sees them, lifetime sparsity included."""
+        maps = self.features(x)
+        if self._lifetime() >= 1.0:
+            return maps
+        if self.training:
+            cut = lifetime_cut(maps.detach(), self._lifetime())
+            with torch.no_grad():
+                first = torch.isinf(self.lifetime_cut)
+                self.lifetime_cut.copy_(
+                    torch.where(
+                        first, cut, self.lifetime_cut.lerp(cut, self.cut_momentum)
+                    )
+                )
+            return apply_cut(maps, cut)
+        return apply_cut(maps, self.lifetime_cut)
 
     def encode(self, x: Tensor) -> Tensor:
         return self.maps(x).flatten(1)
 
-    def pooled(self, x: Tensor, pool_size: int) -> Tensor:
-        maps = self.maps(x)
-        return nn.functional.max_pool2d(maps, pool_size, ceil_mode=True).flatten(1)
+    def pooled(self, x: Tensor, pool_size: int | None) -> Tensor:
+        maps = self.features(x)
+        if pool_size is not None:
+            maps = nn.functional.max_pool2d(maps, pool_size, ceil_mode=True)
+        return maps.flatten(1)
 
     def decode(self, codes: Tensor) -> Tensor:
         height, width, _ = self.image_shape
@@ -286,27 +316,16 @@ class ConvAutoencoder(nn.Module):
         images = images + self.b_dec[None, :, None, None]
         return images.permute(0, 2, 3, 1).flatten(1)
 
-    def penalty(self, maps: Tensor) -> Tensor:
-        atoms = self.W_dec.flatten(1)
-        if hasattr(self.rule, "alpha"):  # L1: per-image totals of each map
-            return self.rule.penalty(maps.abs().sum(dim=(2, 3)), atoms)
-        if hasattr(self.rule, "rho"):  # KL: mean over images and positions
-            per_position = maps.permute(0, 2, 3, 1).reshape(-1, self.n_components)
-            return self.rule.penalty(per_position, atoms)
-        return self.rule.penalty(maps, atoms)
-
     def forward(self, x: Tensor) -> ForwardOutput:
         maps = self.maps(x)
-        codes = maps.flatten(1)
-        return ForwardOutput(self.decode(codes), codes, self.penalty(maps))
+        penalty = self.rule.penalty(self.rule.reduce_maps(maps), self.W_dec.flatten(1))
+        return ForwardOutput(self.decode(maps.flatten(1)), maps.flatten(1), penalty)
 
     def activity(self, codes: Tensor) -> Tensor:
-        """Per image and map: fired anywhere (ReLU rules) or mean activation."""
+        """Per image and map, the rule's activity of the map's summary."""
         height, width, _ = self.image_shape
-        maps = codes.view(-1, self.n_components, height * width)
-        if hasattr(self.rule, "rho"):
-            return maps.mean(dim=2)
-        return (maps != 0).any(dim=2).to(codes.dtype)
+        maps = codes.view(-1, self.n_components, height, width)
+        return self.rule.activity(self.rule.summarize_map(maps))
 
     @torch.no_grad()
     def before_step(self) -> None:
