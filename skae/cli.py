@@ -147,6 +147,186 @@ def format_table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
+MODELS = {
+    "ksparse": "KSparseAutoencoder",
+    "l1": "L1SparseAutoencoder",
+    "kl": "KLSparseAutoencoder",
+    "stacked": "StackedSparseAutoencoder",
+    "conv": "ConvSparseAutoencoder",
+}
+
+
+class CommandError(Exception):
+    """A problem to report on one line, exiting with status 1."""
+
+
+def load_data(path: str) -> np.ndarray:
+    """Rows of a .npy (memory-mapped), .npz (its only array), .csv or .parquet file.
+
+    Parameters
+    ----------
+    path : str
+        The file. A CSV may have one header line of column names.
+
+    Returns
+    -------
+    X : ndarray or numpy.memmap of shape (n_samples, n_features)
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> from skae.cli import load_data
+    >>> path = os.path.join(tempfile.mkdtemp(), "X.npy")
+    >>> np.save(path, np.ones((3, 2)))
+    >>> load_data(path).shape
+    (3, 2)
+    """
+    from pathlib import Path
+
+    file = Path(path)
+    if not file.is_file():
+        raise CommandError(f"no such file: {path}")
+    suffix = file.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return np.load(file, mmap_mode="r")
+        if suffix == ".npz":
+            with np.load(file) as archive:
+                if len(archive.files) != 1:
+                    raise CommandError(
+                        f"{path} holds {len(archive.files)} arrays "
+                        f"({', '.join(archive.files)}); save exactly one"
+                    )
+                return archive[archive.files[0]]
+        if suffix == ".csv":
+            return _load_csv(file)
+        if suffix == ".parquet":
+            try:
+                import pandas as pd
+
+                return pd.read_parquet(file).to_numpy()
+            except ImportError as exc:
+                raise CommandError(
+                    "reading .parquet needs pandas and pyarrow: "
+                    "pip install pandas pyarrow"
+                ) from exc
+    except (OSError, ValueError) as exc:
+        raise CommandError(f"cannot read {path}: {exc}") from exc
+    raise CommandError(
+        f"{path}: unknown file type {suffix or '(none)'}; "
+        "use .npy, .npz, .csv or .parquet"
+    )
+
+
+def _load_csv(file) -> np.ndarray:
+    with open(file) as handle:
+        first = handle.readline()
+    try:
+        [float(cell) for cell in first.strip().split(",")]
+        skip = 0
+    except ValueError:
+        skip = 1  # a header of column names
+    return np.loadtxt(file, delimiter=",", skiprows=skip, ndmin=2)
+
+
+def _parse_params(pairs: list[str]) -> dict:
+    import ast
+
+    params = {}
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise CommandError(f"-p {pair!r}: write NAME=VALUE, e.g. -p k=16")
+        try:
+            params[name] = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            params[name] = text  # a bare string such as device=cpu
+    return params
+
+
+def _fit(args) -> None:
+    import joblib
+
+    import skae
+
+    estimator_class = getattr(skae, MODELS[args.model])
+    params = _parse_params(args.param)
+    unknown = sorted(set(params) - set(estimator_class().get_params()))
+    if unknown:
+        raise CommandError(
+            f"{MODELS[args.model]} has no parameter {', '.join(unknown)}; see "
+            f"help(skae.{MODELS[args.model]})"
+        )
+    X = load_data(args.data)
+    estimator = estimator_class(**params | {"verbose": args.verbose})
+    try:
+        estimator.fit(X)
+    except (ValueError, TypeError) as exc:
+        raise CommandError(str(exc).splitlines()[0]) from exc
+    estimator.set_params(verbose=0)
+    joblib.dump(estimator, args.output)
+    print(
+        f"fit {MODELS[args.model]} on {X.shape[0]} x {X.shape[1]} in "
+        f"{estimator.n_iter_} epochs; saved to {args.output}"
+    )
+
+
+def _load_model(path: str):
+    import joblib
+
+    from skae import BaseSparseAutoencoder
+
+    try:
+        model = joblib.load(path)
+    except FileNotFoundError as exc:
+        raise CommandError(f"no such file: {path}") from exc
+    except Exception as exc:
+        raise CommandError(f"{path} is not a saved skae model: {exc}") from exc
+    if not isinstance(model, BaseSparseAutoencoder):
+        raise CommandError(f"{path} holds a {type(model).__name__}, not a skae model")
+    return model
+
+
+def _transform(args) -> None:
+    model = _load_model(args.model)
+    X = load_data(args.data)
+    try:
+        codes = model.transform(X)
+    except ValueError as exc:
+        raise CommandError(str(exc).splitlines()[0]) from exc
+    np.save(args.output, codes)
+    print(f"codes {codes.shape[0]} x {codes.shape[1]} saved to {args.output}")
+
+
+def _info(args) -> None:
+    model = _load_model(args.model)
+    frequency = model.activation_frequency_
+    lines = [
+        f"{type(model).__name__}: {model.n_features_in_} features -> "
+        f"{model.components_.shape[0]} latents",
+        f"epochs: {model.n_iter_}",
+    ]
+    if model.loss_curve_:
+        lines.append(
+            f"training loss: first {model.loss_curve_[0]:.4g}, "
+            f"last {model.loss_curve_[-1]:.4g}"
+        )
+    if hasattr(model, "validation_scores_"):
+        lines.append(
+            f"best validation explained variance: {model.best_validation_score_:.4f}"
+        )
+    lines += [
+        f"mean L0 (active latents per training row): {frequency.sum():.2f}",
+        f"dead latents: {int((frequency == 0).sum())} of {frequency.size}",
+        "parameters:",
+        *[
+            f"  {name} = {value!r}"
+            for name, value in sorted(model.get_params().items())
+        ],
+    ]
+    print("\n".join(lines))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``skae`` command; returns the exit code.
 
@@ -159,7 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     Returns
     -------
     code : int
-        0 on success; argument errors exit with code 2.
+        0 on success; 1 when a file, its data or a parameter is wrong (with a
+        one-line message on stderr); usage errors exit with code 2.
 
     Examples
     --------
@@ -177,12 +358,39 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument(
         "-v", "--verbose", action="count", default=0, help="progress bars"
     )
+    fit = commands.add_parser(
+        "fit", help="fit a model to .npy/.npz/.csv/.parquet data and save it"
+    )
+    fit.add_argument("data", help="training data; .npy files are memory-mapped")
+    fit.add_argument("--model", choices=sorted(MODELS), default="ksparse")
+    fit.add_argument(
+        "-p",
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an estimator parameter, e.g. -p n_components=256 -p k=32 (repeatable)",
+    )
+    fit.add_argument("-o", "--output", required=True, help="where to save (joblib)")
+    fit.add_argument("-v", "--verbose", action="count", default=0, help="progress bar")
+    transform = commands.add_parser("transform", help="encode data with a saved model")
+    transform.add_argument("model", help="a model saved by skae fit or joblib.dump")
+    transform.add_argument("data", help="data to encode")
+    transform.add_argument("-o", "--output", required=True, help="codes, as .npy")
+    info = commands.add_parser("info", help="describe a saved model")
+    info.add_argument("model", help="a model saved by skae fit or joblib.dump")
     args = parser.parse_args(argv)
-    if args.command == "demo":
-        start = time.perf_counter()
-        print("skae demo: digits (1797 x 64) -> KMeans(10) and LogisticRegression")
-        print(format_table(run_demo(args.random_state, args.verbose)))
-        print(f"total {time.perf_counter() - start:.1f} s")
+    try:
+        if args.command == "demo":
+            start = time.perf_counter()
+            print("skae demo: digits (1797 x 64) -> KMeans(10) and LogisticRegression")
+            print(format_table(run_demo(args.random_state, args.verbose)))
+            print(f"total {time.perf_counter() - start:.1f} s")
+        else:
+            {"fit": _fit, "transform": _transform, "info": _info}[args.command](args)
+    except CommandError as exc:
+        print(f"skae {args.command}: error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
