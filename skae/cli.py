@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
+
+TRANSFORM_CHUNK_BYTES = 32 * 2**20
 
 
 def _codes_l0(codes: np.ndarray) -> float:
@@ -181,8 +184,6 @@ def load_data(path: str) -> np.ndarray:
     >>> load_data(path).shape
     (3, 2)
     """
-    from pathlib import Path
-
     file = Path(path)
     if not file.is_file():
         raise CommandError(f"no such file: {path}")
@@ -288,13 +289,41 @@ def _load_model(path: str):
 
 
 def _transform(args) -> None:
+    from numpy.lib.format import open_memmap
+    from tqdm.auto import tqdm
+
     model = _load_model(args.model)
     X = load_data(args.data)
+    if X.ndim != 2:
+        raise CommandError(
+            f"{args.data} holds a {X.ndim}-D array; expected 2-D rows x features"
+        )
+    n_rows = X.shape[0]
+    # Chunks of about 32 MiB of input, so a memory-mapped file of any size
+    # streams through and the codes go straight to a memory-mapped .npy.
+    chunk_rows = max(256, TRANSFORM_CHUNK_BYTES // max(1, X[:1].nbytes))
+    codes = None
     try:
-        codes = model.transform(X)
-    except ValueError as exc:
+        with tqdm(
+            total=n_rows, unit="row", desc="transform", disable=not args.verbose
+        ) as progress:
+            for start in range(0, max(n_rows, 1), chunk_rows):
+                chunk = model.transform(X[start : start + chunk_rows])
+                if codes is None:
+                    codes = open_memmap(
+                        args.output,
+                        mode="w+",
+                        dtype=chunk.dtype,
+                        shape=(n_rows, chunk.shape[1]),
+                    )
+                codes[start : start + len(chunk)] = chunk
+                progress.update(len(chunk))
+    except (ValueError, TypeError) as exc:
+        if codes is not None:
+            del codes
+            Path(args.output).unlink(missing_ok=True)
         raise CommandError(str(exc).splitlines()[0]) from exc
-    np.save(args.output, codes)
+    codes.flush()
     print(f"codes {codes.shape[0]} x {codes.shape[1]} saved to {args.output}")
 
 
@@ -377,6 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     transform.add_argument("model", help="a model saved by skae fit or joblib.dump")
     transform.add_argument("data", help="data to encode")
     transform.add_argument("-o", "--output", required=True, help="codes, as .npy")
+    transform.add_argument(
+        "-v", "--verbose", action="count", default=0, help="progress bar"
+    )
     info = commands.add_parser("info", help="describe a saved model")
     info.add_argument("model", help="a model saved by skae fit or joblib.dump")
     args = parser.parse_args(argv)

@@ -101,3 +101,41 @@ def test_transform_rejects_data_of_another_width(data_files, capsys):
     np.save(tmp / "narrow.npy", np.zeros((5, 4)))
     assert main(["transform", str(model), str(tmp / "narrow.npy"), "-o", "c.npy"]) == 1
     assert "X has 4 features" in capsys.readouterr().err
+
+
+def test_transform_streams_chunks_with_progress(data_files, monkeypatch, capsys):
+    import skae.cli
+
+    tmp, X = data_files
+    model, codes = tmp / "m.joblib", tmp / "codes.npy"
+    assert main(["fit", str(tmp / "X.npy"), "-p", "max_iter=2", "-o", str(model)]) == 0
+    monkeypatch.setattr(skae.cli, "TRANSFORM_CHUNK_BYTES", 1)  # 256-row chunks
+    assert (
+        main(["transform", str(model), str(tmp / "X.npy"), "-o", str(codes), "-v"]) == 0
+    )
+    np.testing.assert_array_equal(np.load(codes), joblib.load(model).transform(X))
+    assert "300/300" in capsys.readouterr().err
+
+
+def test_transform_failing_midway_leaves_no_codes_file(data_files, monkeypatch, capsys):
+    import skae.cli
+
+    tmp, X = data_files
+    model, codes = tmp / "m.joblib", tmp / "codes.npy"
+    assert main(["fit", str(tmp / "X.npy"), "-p", "max_iter=1", "-o", str(model)]) == 0
+    bad = X.copy()
+    bad[290, 4] = np.nan  # in the second 256-row chunk
+    np.save(tmp / "bad.npy", bad)
+    monkeypatch.setattr(skae.cli, "TRANSFORM_CHUNK_BYTES", 1)
+    assert main(["transform", str(model), str(tmp / "bad.npy"), "-o", str(codes)]) == 1
+    assert "NaN" in capsys.readouterr().err
+    assert not codes.exists()
+
+
+def test_transform_rejects_one_dimensional_data(data_files, capsys):
+    tmp, _ = data_files
+    model = tmp / "m.joblib"
+    assert main(["fit", str(tmp / "X.npy"), "-p", "max_iter=1", "-o", str(model)]) == 0
+    np.save(tmp / "flat.npy", np.zeros(9))
+    assert main(["transform", str(model), str(tmp / "flat.npy"), "-o", "c.npy"]) == 1
+    assert "1-D array" in capsys.readouterr().err
