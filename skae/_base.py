@@ -352,7 +352,7 @@ class BaseSparseAutoencoder(
 
         Returns
         -------
-        X_original : ndarray of shape (n_samples, n_features_in_)
+        X_original : ndarray of shape (n_samples, n_features)
             The reconstruction, in the codes' float dtype.
         """
         check_is_fitted(self)

@@ -58,7 +58,7 @@ class KLSparseAutoencoder(BaseSparseAutoencoder):
 
     Attributes
     ----------
-    components_ : ndarray of shape (n_components, n_features_in_)
+    components_ : ndarray of shape (n_components, n_features)
         Decoder weights, one row per hidden unit.
     activation_frequency_ : ndarray of shape (n_components,)
         Mean activation of each unit over the training rows, measured with

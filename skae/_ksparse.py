@@ -45,7 +45,7 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
 
     Attributes
     ----------
-    components_ : ndarray of shape (n_components, n_features_in_)
+    components_ : ndarray of shape (n_components, n_features)
         Dictionary atoms (the decoder's rows), each of unit L2 norm.
     activation_frequency_ : ndarray of shape (n_components,)
         Fraction of training rows on which each latent is non-zero, measured

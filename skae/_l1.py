@@ -40,7 +40,7 @@ class L1SparseAutoencoder(BaseSparseAutoencoder):
 
     Attributes
     ----------
-    components_ : ndarray of shape (n_components, n_features_in_)
+    components_ : ndarray of shape (n_components, n_features)
         Dictionary atoms (the decoder's rows). Their norms are free; the
         penalty accounts for them.
     activation_frequency_ : ndarray of shape (n_components,)

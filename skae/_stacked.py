@@ -90,7 +90,7 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
 
     Attributes
     ----------
-    components_ : ndarray of shape (hidden_layer_sizes[-1], n_features_in_)
+    components_ : ndarray of shape (hidden_layer_sizes[-1], n_features)
         What each last-layer latent adds to the reconstruction:
         ``inverse_transform`` of that latent set to 1, minus that of all
         codes 0. For a single layer with identity output these are its atoms.
