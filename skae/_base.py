@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from abc import abstractmethod
 from contextlib import contextmanager
 from numbers import Integral, Real
@@ -19,6 +20,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from ._engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ._engine.data import (
     RowSource,
     all_rows,
@@ -28,7 +30,7 @@ from ._engine.data import (
     sequential_chunks,
 )
 from ._engine.device import cpu_copy, limited_threads, module_copy, resolve_device
-from ._engine.training import StoppingRule, snapshot, train
+from ._engine.training import LoopState, StoppingRule, snapshot, train
 
 _FLOATS = (np.float64, np.float32)
 
@@ -70,6 +72,8 @@ class BaseSparseAutoencoder(
         "device": [str, torch.device],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
+        "checkpoint_path": [str, os.PathLike, None],
+        "checkpoint_interval": [Interval(Integral, 1, None, closed="left")],
     }
 
     def _store_params(self, params: dict) -> None:
@@ -193,20 +197,48 @@ class BaseSparseAutoencoder(
         device = resolve_device(self.device, for_training=True)
         source = RowSource(X)
         train_rows, val_rows = self._split_rows(source, rng, single_pass)
+        checkpoints = self.checkpoint_path is not None and not (
+            incremental or single_pass
+        )
+        resumed = self._resumed_checkpoint(source) if checkpoints else None
+        loop = LoopState() if resumed is None else resumed.loop
         with limited_threads():
             if incremental:
                 module = self.module_.to(device)
                 self._update_module(module)
                 start_state = snapshot(module)
+            elif resumed is not None:
+                module = resumed.module.to(device)
+                self._update_module(module)
+                rng = resumed.rng
             else:
                 module = self._initial_module(
                     source, train_rows, rng, device, pretrain=not single_pass
                 )
-            optimizer = self._make_optimizer(module, incremental)
+            saved = self._saved_optimizer(incremental)
+            if resumed is not None:
+                saved = resumed.optimizer
+            optimizer = self._make_optimizer(module, saved)
 
             def train_batches():
                 chunks = train_rows.shuffled(source.chunk_rows(self.batch_size), rng)
                 return iter_batches(source, chunks, self.batch_size, device, rng)
+
+            rule = StoppingRule(
+                1 if single_pass else self._training_epochs(),
+                self.tol,
+                self.n_iter_no_change,
+            )
+
+            def save(state: LoopState) -> None:
+                epochs = state.history.n_epochs
+                last = state.history.converged or epochs >= rule.max_epochs
+                if last or epochs % self.checkpoint_interval == 0:
+                    fingerprint = self._fingerprint(source)
+                    checkpoint = Checkpoint(
+                        module, optimizer.state_dict(), state, rng, fingerprint
+                    )
+                    save_checkpoint(self.checkpoint_path, checkpoint)
 
             activity = torch.zeros(module.n_components, device=device)
             try:
@@ -214,11 +246,7 @@ class BaseSparseAutoencoder(
                     module,
                     optimizer,
                     train_batches,
-                    StoppingRule(
-                        1 if single_pass else self._training_epochs(),
-                        self.tol,
-                        self.n_iter_no_change,
-                    ),
+                    rule,
                     validation_batches=self._validation_batches(
                         source, val_rows, device
                     ),
@@ -227,6 +255,8 @@ class BaseSparseAutoencoder(
                     activity=activity if single_pass else None,
                     verbose=0 if single_pass else self.verbose,
                     description=type(self).__name__,
+                    state=loop,
+                    on_epoch_end=save if checkpoints else None,
                 )
             except BaseException:
                 # A failed call leaves a continued model exactly as it was.
@@ -240,12 +270,62 @@ class BaseSparseAutoencoder(
         self.activation_frequency_ = (activity / len(train_rows)).cpu().numpy()
         return self
 
-    def _make_optimizer(self, module, incremental: bool) -> torch.optim.Optimizer:
+    def _fingerprint(self, source) -> dict:
+        """What a checkpoint must match to be resumed: the estimator, the data's
+        shape and every parameter that shapes the run (not those that only
+        say how long or where it runs)."""
+        free = {
+            "max_iter",
+            "tol",
+            "n_iter_no_change",
+            "device",
+            "verbose",
+            "warm_start",
+            "checkpoint_path",
+            "checkpoint_interval",
+        }
+        params = {
+            name: value
+            if isinstance(value, (int, float, str, tuple, list)) or value is None
+            else type(value).__name__
+            for name, value in self.get_params(deep=False).items()
+            if name not in free
+        }
+        return {
+            "estimator": type(self).__name__,
+            "data_shape": (source.n_rows, source.n_features),
+            "params": params,
+        }
+
+    def _resumed_checkpoint(self, source) -> Checkpoint | None:
+        if not os.path.exists(self.checkpoint_path):
+            return None
+        checkpoint = load_checkpoint(self.checkpoint_path)
+        expected = self._fingerprint(source)
+        if checkpoint.fingerprint != expected:
+            differences = [
+                f"{key}: {checkpoint.fingerprint.get(key)!r} saved, {value!r} now"
+                for key, value in expected.items()
+                if checkpoint.fingerprint.get(key) != value
+            ]
+            raise ValueError(
+                f"checkpoint_path={str(self.checkpoint_path)!r} holds another run "
+                f"({'; '.join(differences)}); delete it or choose another path "
+                "to start afresh."
+            )
+        return checkpoint
+
+    def _saved_optimizer(self, incremental: bool) -> dict | None:
+        if incremental:
+            return getattr(self, "_optimizer_state", None)
+        return None
+
+    def _make_optimizer(self, module, saved: dict | None) -> torch.optim.Optimizer:
         optimizer = torch.optim.Adam(module.parameters(), lr=self.learning_rate)
-        if incremental and getattr(self, "_optimizer_state", None) is not None:
+        if saved is not None:
             # A copy: Adam updates its moments in place, and a failed call
             # must not leave them changed in the fitted state.
-            optimizer.load_state_dict(copy.deepcopy(self._optimizer_state))
+            optimizer.load_state_dict(copy.deepcopy(saved))
             for group in optimizer.param_groups:
                 group["lr"] = self.learning_rate
         return optimizer

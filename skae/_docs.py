@@ -35,6 +35,16 @@ random_state : int, RandomState instance or None, default=None
     two fits on the same data give bitwise-identical models on the CPU.
 verbose : int, default=0
     Show a progress bar over epochs when positive.
+checkpoint_path : str, path-like or None, default=None
+    File where ``fit`` saves the model, the optimizer's state and the
+    training history every ``checkpoint_interval`` epochs and at the end.
+    When the file exists as ``fit`` starts, training resumes from it
+    instead of starting afresh (with an int ``random_state``, a resumed fit
+    ends bitwise-identical to an uninterrupted one on the CPU); delete it
+    to start over. The checkpoint is a pickle: load only your own. Give
+    each fit its own path (not one shared by a grid search).
+checkpoint_interval : int, default=1
+    Epochs between checkpoints.
 """
 
 _FITTED_ATTRIBUTES = """\

@@ -118,6 +118,8 @@ class KLSparseAutoencoder(BaseSparseAutoencoder):
         device="auto",
         random_state=None,
         verbose=0,
+        checkpoint_path=None,
+        checkpoint_interval=1,
     ):
         self._store_params(locals())
 

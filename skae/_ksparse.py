@@ -101,6 +101,8 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
         device="auto",
         random_state=None,
         verbose=0,
+        checkpoint_path=None,
+        checkpoint_interval=1,
     ):
         self._store_params(locals())
 

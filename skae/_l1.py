@@ -98,6 +98,8 @@ class L1SparseAutoencoder(BaseSparseAutoencoder):
         device="auto",
         random_state=None,
         verbose=0,
+        checkpoint_path=None,
+        checkpoint_interval=1,
     ):
         self._store_params(locals())
 

@@ -50,6 +50,16 @@ class History:
         return len(self.loss)
 
 
+@dataclass
+class LoopState:
+    """Everything the loop of :func:`train` needs to resume where it stopped."""
+
+    history: History = field(default_factory=History)
+    best: float = math.inf
+    best_state: dict[str, Tensor] | None = None
+    stale_epochs: int = 0
+
+
 def snapshot(module: nn.Module) -> dict[str, Tensor]:
     return {name: value.detach().clone() for name, value in module.state_dict().items()}
 
@@ -145,6 +155,8 @@ def train(
     activity: Tensor | None = None,
     verbose: int = 0,
     description: str = "training",
+    state: LoopState | None = None,
+    on_epoch_end: Callable[[LoopState], None] | None = None,
 ) -> History:
     """Train ``module`` in place until ``rule`` says stop.
 
@@ -157,17 +169,23 @@ def train(
     infinite loss or weight raises :class:`TrainingDivergedError`, leaving
     the module's weights undefined: the caller restores or discards them.
     ``activity``, when given, accumulates every latent's activity over all
-    training steps.
+    training steps. ``state``, updated in place, may hold a loop saved
+    earlier to continue it (its module and optimizer already restored);
+    ``on_epoch_end`` sees it after every completed epoch, for checkpoints.
     """
-    history = History()
-    best = math.inf
-    best_state = None
-    stale_epochs = 0
+    state = LoopState() if state is None else state
+    history = state.history
     progress = tqdm(
-        total=rule.max_epochs, desc=description, unit="epoch", disable=not verbose
+        total=rule.max_epochs,
+        initial=min(history.n_epochs, rule.max_epochs),
+        desc=description,
+        unit="epoch",
+        disable=not verbose,
     )
     try:
-        for epoch in range(1, rule.max_epochs + 1):
+        # A resumed loop that had already converged runs no more epochs.
+        last = history.n_epochs if history.converged else rule.max_epochs
+        for epoch in range(history.n_epochs + 1, last + 1):
             loss = float(train_epoch(module, optimizer, train_batches(), activity))
             if not (math.isfinite(loss) and is_finite(module)):
                 raise _diverged(loss, epoch)
@@ -177,31 +195,32 @@ def train(
                 evaluation = evaluate(module, validation_batches())
                 history.validation.append(evaluation)
                 monitored = evaluation.loss
-            stale_epochs = (
-                0 if _improved(monitored, best, rule.tol) else stale_epochs + 1
-            )
-            if monitored < best:
-                best = monitored
+            improved = _improved(monitored, state.best, rule.tol)
+            state.stale_epochs = 0 if improved else state.stale_epochs + 1
+            if monitored < state.best:
+                state.best = monitored
                 if validation_batches is not None:
-                    best_state = snapshot(module)
+                    state.best_state = snapshot(module)
+            history.converged = state.stale_epochs >= rule.n_iter_no_change
             progress.update()
-            progress.set_postfix(loss=f"{loss:.4g}", best=f"{best:.4g}")
-            if stale_epochs >= rule.n_iter_no_change:
-                history.converged = True
+            progress.set_postfix(loss=f"{loss:.4g}", best=f"{state.best:.4g}")
+            if on_epoch_end is not None:
+                on_epoch_end(state)
+            if history.converged:
                 break
     except KeyboardInterrupt:
         history.interrupted = True
-        kept = "best weights so far" if best_state is not None else "last weights"
+        kept = "best weights so far" if state.best_state is not None else "last weights"
         warnings.warn(
             f"Training interrupted after {history.n_epochs} epoch(s); keeping the "
             f"{kept}.",
             RuntimeWarning,
             stacklevel=3,
         )
-        if best_state is None and not is_finite(module):
+        if state.best_state is None and not is_finite(module):
             raise _diverged(math.nan, history.n_epochs + 1) from None
     finally:
         progress.close()
-    if best_state is not None:
-        module.load_state_dict(best_state)
+    if state.best_state is not None:
+        module.load_state_dict(state.best_state)
     return history

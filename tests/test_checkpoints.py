@@ -1,0 +1,157 @@
+"""Checkpoints: saved every few epochs, resumed exactly, refused when foreign."""
+
+import numpy as np
+import pytest
+
+import skae._engine.checkpoint
+import skae._engine.training
+from skae import KSparseAutoencoder, StackedSparseAutoencoder
+
+
+def model(path, **params):
+    defaults = {
+        "n_components": 16,
+        "k": 4,
+        "max_iter": 6,
+        "tol": 0.0,
+        "n_iter_no_change": 100,
+        "random_state": 0,
+        "checkpoint_path": path,
+    }
+    return KSparseAutoencoder(**(defaults | params))
+
+
+def count_epochs(monkeypatch):
+    """A list that gains an item for every training epoch run from now on."""
+    original = skae._engine.training.train_epoch
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(skae._engine.training, "train_epoch", counted)
+    return calls
+
+
+def assert_same_model(a, b):
+    assert a.n_iter_ == b.n_iter_
+    assert a.loss_curve_ == b.loss_curve_
+    for name, value in a.module_.state_dict().items():
+        np.testing.assert_array_equal(
+            value.numpy(), b.module_.state_dict()[name].numpy()
+        )
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_a_resumed_fit_ends_as_an_uninterrupted_one(
+    sparse_data, tmp_path, monkeypatch, early_stopping
+):
+    path = tmp_path / "run.ckpt"
+    whole = model(None, early_stopping=early_stopping).fit(sparse_data)
+    model(path, max_iter=3, early_stopping=early_stopping).fit(sparse_data)
+    epochs = count_epochs(monkeypatch)
+    resumed = model(path, early_stopping=early_stopping).fit(sparse_data)
+    assert len(epochs) == 3
+    assert_same_model(resumed, whole)
+    if early_stopping:
+        assert resumed.validation_scores_ == whole.validation_scores_
+
+
+def test_checkpoints_every_interval_and_at_the_end(sparse_data, tmp_path, monkeypatch):
+    saved_epochs = []
+    original = skae._engine.checkpoint.save_checkpoint
+
+    def recording(path, checkpoint):
+        saved_epochs.append(checkpoint.loop.history.n_epochs)
+        original(path, checkpoint)
+
+    monkeypatch.setattr(skae._base, "save_checkpoint", recording)
+    model(tmp_path / "c.ckpt", max_iter=5, checkpoint_interval=2).fit(sparse_data)
+    assert saved_epochs == [2, 4, 5]
+
+
+def test_resume_after_ctrl_c_continues_from_the_last_checkpoint(
+    sparse_data, tmp_path, monkeypatch
+):
+    path = tmp_path / "run.ckpt"
+    whole = model(None).fit(sparse_data)
+    interrupt_on_call(monkeypatch, 4)
+    with pytest.warns(RuntimeWarning, match="interrupted after 3 epoch"):
+        stopped = model(path).fit(sparse_data)
+    assert stopped.n_iter_ == 3
+    monkeypatch.undo()
+    epochs = count_epochs(monkeypatch)
+    assert_same_model(model(path).fit(sparse_data), whole)
+    assert len(epochs) == 3
+
+
+def test_a_finished_checkpoint_trains_no_more(sparse_data, tmp_path, monkeypatch):
+    path = tmp_path / "run.ckpt"
+    first = model(path).fit(sparse_data)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run trained again")
+
+    monkeypatch.setattr(skae._engine.training, "train_epoch", no_training)
+    assert_same_model(model(path).fit(sparse_data), first)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"k": 3}, r"'k': 4.*'k': 3"),
+        ({"estimator": "stacked"}, "estimator: 'KSparseAutoencoder' saved"),
+        ({"rows": 100}, r"data_shape: \(2000, 32\) saved, \(100, 32\) now"),
+    ],
+)
+def test_a_checkpoint_of_another_run_is_refused(sparse_data, tmp_path, change, message):
+    path = tmp_path / "run.ckpt"
+    model(path, max_iter=2).fit(sparse_data)
+    before = path.read_bytes()
+    X = sparse_data[: change.get("rows", len(sparse_data))]
+    if change.get("estimator") == "stacked":
+        other = StackedSparseAutoencoder((8,), max_iter=2, checkpoint_path=path)
+    else:
+        other = model(path, **{k: v for k, v in change.items() if k == "k"})
+    with pytest.raises(ValueError, match=message):
+        other.fit(X)
+    assert not hasattr(other, "module_")
+    assert path.read_bytes() == before
+
+
+def test_a_file_that_is_no_checkpoint_is_refused(sparse_data, tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="is not a skae checkpoint"):
+        model(path).fit(sparse_data)
+
+
+def interrupt_on_call(monkeypatch, n):
+    original = skae._engine.training.train_epoch
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(skae._engine.training, "train_epoch", interrupted)
+
+
+def test_stacked_fine_tuning_resumes(sparse_data, tmp_path, monkeypatch):
+    params = {"hidden_layer_sizes": (12, 6), "max_iter": 4, "tol": 0.0}
+    params |= {"n_iter_no_change": 100, "random_state": 0}
+    whole = StackedSparseAutoencoder(**params).fit(sparse_data)
+    path = tmp_path / "stack.ckpt"
+    # 4 + 4 pretraining epochs, then Ctrl-C in the third fine-tuning epoch.
+    interrupt_on_call(monkeypatch, 11)
+    with pytest.warns(RuntimeWarning, match="interrupted after 2 epoch"):
+        StackedSparseAutoencoder(**params, checkpoint_path=path).fit(sparse_data)
+    monkeypatch.undo()
+    epochs = count_epochs(monkeypatch)
+    resumed = StackedSparseAutoencoder(**params, checkpoint_path=path).fit(sparse_data)
+    assert len(epochs) == 2  # no pretraining, two fine-tuning epochs
+    assert_same_model(resumed, whole)
+    assert resumed.pretrain_loss_curves_ == whole.pretrain_loss_curves_
