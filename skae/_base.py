@@ -268,6 +268,7 @@ class BaseSparseAutoencoder(
         self._set_fitted_state(module, optimizer, X.dtype, history, incremental)
         self._random_state = rng
         self.activation_frequency_ = (activity / len(train_rows)).cpu().numpy()
+        self.n_dead_components_ = int(np.sum(self.activation_frequency_ == 0))
         return self
 
     def _fingerprint(self, source) -> dict:
@@ -338,10 +339,16 @@ class BaseSparseAutoencoder(
     ) -> torch.nn.Module:
         """The module ``fit`` starts from. ``pretrain`` is False for
         ``partial_fit``, which only ever makes one pass."""
-        col_sum, _, n = column_sums(source, train_rows)
+        col_sum, squares, n = column_sums(source, train_rows)
         mean = torch.from_numpy(col_sum / n)
         generator = torch.Generator().manual_seed(int(rng.randint(2**31 - 1)))
-        return self._make_module(source.n_features, mean, generator).to(device)
+        module = self._make_module(source.n_features, mean, generator)
+        self._adapt_to_data(module, mean_squared_norm=squares / n, n_rows=n)
+        return module.to(device)
+
+    def _adapt_to_data(self, module, *, mean_squared_norm: float, n_rows: int):
+        """Set what the new ``module`` takes from the training data's size and
+        scale (nothing, unless a subclass says otherwise)."""
 
     def _split_rows(self, source, rng, single_pass):
         rows = all_rows(source)
@@ -379,7 +386,7 @@ class BaseSparseAutoencoder(
         chunks = rows.ordered(source.chunk_rows(self.batch_size))
         device = activity.device
         for x in iter_batches(source, chunks, self._inference_batch_rows(), device):
-            activity += module.activity(module.encode(x)).sum(dim=0)
+            activity += module.activity_sum(module.encode(x))
 
     def _set_fitted_state(self, module, optimizer, dtype, history, incremental):
         self.module_ = module

@@ -56,6 +56,9 @@ validation_scores_ : list of float
     with ``early_stopping``.
 best_validation_score_ : float
     Best of ``validation_scores_``; only with ``early_stopping``.
+n_dead_components_ : int
+    Latents never active on the training rows: the zeros of
+    ``activation_frequency_`` (always 0 for sigmoid units).
 n_iter_ : int
     Number of epochs run (one per ``partial_fit`` call).
 module_ : torch.nn.Module

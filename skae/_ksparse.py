@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from numbers import Integral
+import math
+from numbers import Integral, Real
 
 import torch
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import BaseSparseAutoencoder
 from ._docs import fill_doc
-from ._engine.modules import LinearAutoencoder, tied_init
+from ._engine.modules import TopKAutoencoder, tied_init
 from ._sparsity import TopK
 
 
@@ -39,6 +40,23 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
         Number of non-zero codes per sample, ``1 <= k <= n_components``.
         Smaller ``k`` gives sparser, more interpretable codes and worse
         reconstruction.
+    aux_k : 'auto' or int, default='auto'
+        Latents of the auxiliary loss that revives dead latents (Gao et al.
+        2024): a latent is dead when it has fired on none of the last 10
+        million training rows, or of a whole epoch when that is shorter. The
+        ``aux_k`` largest dead pre-activations of each row then reconstruct
+        what the live latents missed, which pulls dead encoders back towards
+        the data. 0 turns it off; 'auto' uses ``n_features // 2`` (at least
+        ``k``) for wide dictionaries, ``n_components >= 4 * n_features``,
+        and 0 otherwise.
+    aux_k_coef : float, default=1/32
+        Weight of the auxiliary loss, ``>= 0``.
+    normalize_input : bool, default=False
+        Scale the data by one factor so that the training rows' mean squared
+        norm is ``n_features``, as Gao et al. do for activations, so that
+        ``learning_rate`` suits data of any scale. ``transform`` applies the
+        same factor and ``inverse_transform`` undoes it; ``input_scale_``
+        holds it.
     learning_rate : float, default=3e-3
         Adam's step size.
     %(training_parameters)s
@@ -51,6 +69,8 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
         Fraction of training rows on which each latent is non-zero, measured
         with the final weights after ``fit`` and during the pass of the last
         ``partial_fit``. Zeros are dead latents.
+    input_scale_ : float
+        The factor applied to the input: 1 unless ``normalize_input``.
     %(fitted_attributes)s
 
     See Also
@@ -83,6 +103,9 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
         **BaseSparseAutoencoder._parameter_constraints,
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "k": [Interval(Integral, 1, None, closed="left")],
+        "aux_k": [StrOptions({"auto"}), Interval(Integral, 0, None, closed="left")],
+        "aux_k_coef": [Interval(Real, 0, None, closed="left")],
+        "normalize_input": ["boolean"],
     }
 
     def __init__(
@@ -90,6 +113,9 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
         n_components=128,
         k=16,
         *,
+        aux_k="auto",
+        aux_k_coef=1 / 32,
+        normalize_input=False,
         learning_rate=3e-3,
         batch_size=256,
         max_iter=100,
@@ -115,7 +141,34 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
 
     def _update_module(self, module) -> None:
         module.rule = TopK(self.k)
+        module.aux_k = self._aux_k(module.W_dec.shape[1])
+        module.aux_coef = self.aux_k_coef
+
+    def _set_fitted_state(self, module, optimizer, dtype, history, incremental):
+        super()._set_fitted_state(module, optimizer, dtype, history, incremental)
+        self.input_scale_ = module.input_scale
+
+    def _aux_k(self, n_features: int) -> int:
+        if self.aux_k == "auto":
+            # Gao et al. use d / 2; narrow dictionaries rarely have dead latents.
+            wide = self.n_components >= 4 * n_features
+            return min(max(n_features // 2, self.k), self.n_components) if wide else 0
+        return min(self.aux_k, self.n_components)
 
     def _make_module(self, n_features, mean, generator) -> torch.nn.Module:
         weights = tied_init(mean, self.n_components, generator)
-        return LinearAutoencoder(weights, TopK(self.k))
+        return TopKAutoencoder(
+            weights,
+            self.k,
+            aux_k=self._aux_k(n_features),
+            aux_coef=self.aux_k_coef,
+        )
+
+    def _adapt_to_data(self, module, *, mean_squared_norm, n_rows) -> None:
+        # Dead means silent for 10M rows (Gao et al.) or a whole epoch.
+        module.dead_after = min(10_000_000, n_rows)
+        if self.normalize_input and mean_squared_norm > 0:
+            scale = math.sqrt(module.W_dec.shape[1] / mean_squared_norm)
+            module.input_scale = scale
+            with torch.no_grad():
+                module.b_dec.mul_(scale)

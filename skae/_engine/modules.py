@@ -8,7 +8,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .._sparsity import apply_cut, lifetime_cut
+from .._sparsity import TopK, apply_cut, lifetime_cut
+from .topk import latent_counts, sparse_decode, topk_encode
 
 
 class ForwardOutput(NamedTuple):
@@ -86,6 +87,9 @@ class LinearAutoencoder(nn.Module):
         Applied to the reconstruction; 'sigmoid' for data in (0, 1).
     weight_decay : float
         Adds ``weight_decay / 2 * (||W_enc||^2 + ||W_dec||^2)`` to the penalty.
+    input_scale : float
+        The module works on ``x * input_scale`` and reconstructs in the
+        input's own units (``normalize_input``); 1 leaves ``x`` as it is.
     """
 
     def __init__(
@@ -97,9 +101,11 @@ class LinearAutoencoder(nn.Module):
         center_input: bool = True,
         output_activation: str = "identity",
         weight_decay: float = 0.0,
+        input_scale: float = 1.0,
     ) -> None:
         super().__init__()
         self.rule = rule
+        self.input_scale = float(input_scale)
         self.unit_norm_atoms = unit_norm_atoms
         self.center_input = center_input
         self.output_activation = output_activation
@@ -113,7 +119,14 @@ class LinearAutoencoder(nn.Module):
     def n_components(self) -> int:
         return self.W_dec.shape[0]
 
+    def scaled(self, x: Tensor) -> Tensor:
+        return x if self.input_scale == 1.0 else x * self.input_scale
+
+    def unscaled(self, x: Tensor) -> Tensor:
+        return x if self.input_scale == 1.0 else x / self.input_scale
+
     def preactivate(self, x: Tensor) -> Tensor:
+        x = self.scaled(x)
         if self.center_input:
             x = x - self.b_dec
         return torch.addmm(self.b_enc, x, self.W_enc.T)
@@ -124,8 +137,8 @@ class LinearAutoencoder(nn.Module):
     def decode(self, codes: Tensor) -> Tensor:
         reconstruction = torch.addmm(self.b_dec, codes, self.W_dec)
         if self.output_activation == "sigmoid":
-            return torch.sigmoid(reconstruction)
-        return reconstruction
+            reconstruction = torch.sigmoid(reconstruction)
+        return self.unscaled(reconstruction)
 
     def sparsity_penalty(self, codes: Tensor) -> Tensor:
         return self.rule.penalty(codes, self.W_dec)
@@ -144,8 +157,9 @@ class LinearAutoencoder(nn.Module):
         codes = self.encode(x)
         return ForwardOutput(self.decode(codes), codes, self.penalty(codes))
 
-    def activity(self, codes: Tensor) -> Tensor:
-        return self.rule.activity(codes)
+    def activity_sum(self, codes: Tensor) -> Tensor:
+        """Every latent's activity summed over the rows of ``codes``."""
+        return self.rule.activity(codes).sum(dim=0)
 
     @torch.no_grad()
     def before_step(self) -> None:
@@ -159,6 +173,104 @@ class LinearAutoencoder(nn.Module):
         """Put the atoms back on the unit sphere after the optimizer moved them."""
         if self.unit_norm_atoms:
             self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+class SparseCodes(NamedTuple):
+    """Top-k codes as the values and latent indices of each row's kept latents."""
+
+    values: Tensor
+    indices: Tensor
+
+    def detach(self) -> SparseCodes:
+        return SparseCodes(self.values.detach(), self.indices)
+
+
+class TopKAutoencoder(LinearAutoencoder):
+    """One-layer top-k autoencoder whose training touches only kept latents.
+
+    In training, only the encoder's forward is dense: the encoder's backward
+    and the whole decoder work on the ``k`` kept latents of each row
+    (:mod:`skae._engine.topk`). Evaluation and inference use the dense path
+    of :class:`LinearAutoencoder`, which gives the same codes.
+
+    With ``aux_k > 0``, latents that have fired on none of the last
+    ``dead_after`` training rows are *dead*, and the auxiliary loss of Gao et
+    al. (2024) trains them: the ``aux_k`` largest dead pre-activations of
+    each row reconstruct the row's residual ``x - x_hat``, and
+    ``aux_coef * ||residual - aux_reconstruction||^2`` joins the loss. The
+    dead set is read from the device every ``refresh_steps`` steps, not at
+    every step.
+    """
+
+    refresh_steps = 128
+
+    def __init__(
+        self,
+        weights: Weights,
+        k: int,
+        *,
+        aux_k: int = 0,
+        aux_coef: float = 1 / 32,
+        dead_after: int = 10_000_000,
+        input_scale: float = 1.0,
+    ) -> None:
+        super().__init__(weights, TopK(k), input_scale=input_scale)
+        self.aux_k = aux_k
+        self.aux_coef = aux_coef
+        self.dead_after = dead_after
+        self.register_buffer(
+            "rows_since_fired", torch.zeros(self.n_components, dtype=torch.long)
+        )
+        self._dead = None
+        self._steps = 0
+
+    def forward(self, x: Tensor) -> ForwardOutput:
+        if not self.training:
+            return super().forward(x)
+        x = self.scaled(x)
+        centered = x - self.b_dec if self.center_input else x
+        values, indices = topk_encode(centered, self.W_enc, self.b_enc, self.rule.k)
+        reconstruction = sparse_decode(values, indices, self.W_dec, self.b_dec)
+        self._count_firing(values, indices, len(x))
+        penalty = self.aux_penalty(centered, (x - reconstruction).detach())
+        return ForwardOutput(
+            self.unscaled(reconstruction), SparseCodes(values, indices), penalty
+        )
+
+    def activity_sum(self, codes: Tensor | SparseCodes) -> Tensor:
+        if isinstance(codes, SparseCodes):
+            counts = latent_counts(codes.values, codes.indices, self.n_components)
+            return counts.to(codes.values.dtype)
+        return super().activity_sum(codes)
+
+    @torch.no_grad()
+    def _count_firing(self, values: Tensor, indices: Tensor, n_rows: int) -> None:
+        fired = latent_counts(values, indices, self.n_components) > 0
+        self.rows_since_fired.add_(n_rows).masked_fill_(fired, 0)
+
+    def dead_latents(self) -> Tensor:
+        """Indices of the latents silent for ``dead_after`` rows (a host sync)."""
+        return torch.nonzero(self.rows_since_fired >= self.dead_after).flatten()
+
+    def aux_penalty(self, centered: Tensor, residual: Tensor) -> Tensor:
+        """Gao et al.'s auxiliary loss over the dead latents, scaled by
+        ``aux_coef``; zero when none is dead or ``aux_k`` is 0."""
+        if not self.aux_k:
+            return centered.new_zeros(())
+        # Refresh at least once per dead window, so that small data sets do
+        # not wait many epochs for their first dead latents.
+        refresh = max(1, min(self.refresh_steps, self.dead_after // len(centered)))
+        if self._dead is None or self._steps % refresh == 0:
+            self._dead = self.dead_latents()
+        self._steps += 1
+        dead = self._dead
+        if len(dead) == 0:
+            return centered.new_zeros(())
+        k = min(self.aux_k, len(dead))
+        values, picked = topk_encode(centered, self.W_enc[dead], self.b_enc[dead], k)
+        aux = sparse_decode(values, picked, self.W_dec[dead], self.b_dec.new_zeros(()))
+        error = self.unscaled(residual - aux).square().sum(dim=1).mean()
+        return self.aux_coef * error
 
 
 class StackedAutoencoder(nn.Module):
@@ -204,8 +316,8 @@ class StackedAutoencoder(nn.Module):
         )
         return ForwardOutput(self.decode(codes[-1]), codes[-1], penalty)
 
-    def activity(self, codes: Tensor) -> Tensor:
-        return self.layers[-1].activity(codes)
+    def activity_sum(self, codes: Tensor) -> Tensor:
+        return self.layers[-1].activity_sum(codes)
 
     def before_step(self) -> None:
         for layer in self.layers:
@@ -321,11 +433,11 @@ class ConvAutoencoder(nn.Module):
         penalty = self.rule.penalty(self.rule.reduce_maps(maps), self.W_dec.flatten(1))
         return ForwardOutput(self.decode(maps.flatten(1)), maps.flatten(1), penalty)
 
-    def activity(self, codes: Tensor) -> Tensor:
-        """Per image and map, the rule's activity of the map's summary."""
+    def activity_sum(self, codes: Tensor) -> Tensor:
+        """Per map, the rule's activity of its summary, summed over images."""
         height, width, _ = self.image_shape
         maps = codes.view(-1, self.n_components, height, width)
-        return self.rule.activity(self.rule.summarize_map(maps))
+        return self.rule.activity(self.rule.summarize_map(maps)).sum(dim=0)
 
     @torch.no_grad()
     def before_step(self) -> None:

@@ -97,7 +97,7 @@ def train_epoch(
         total = weighted if total is None else total + weighted
         n_rows += x.shape[0]
         if activity is not None:
-            activity += module.activity(codes.detach()).sum(dim=0)
+            activity += module.activity_sum(codes.detach())
     if total is None:
         raise ValueError("No training rows: the epoch had no batches.")
     return total / n_rows

@@ -1,0 +1,145 @@
+"""Sparse top-k kernels: same codes and gradients as the dense path."""
+
+import pytest
+import torch
+
+from skae._engine.topk import dense_codes, latent_counts, sparse_decode, topk_encode
+from skae._sparsity import topk_relu
+
+DEVICES = [
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
+    ),
+]
+
+
+def make_weights(
+    n_samples=20, n_features=6, width=12, *, shift=0.0, device="cpu", seed=0
+):
+    """Float64 inputs and weights; a negative ``shift`` of the encoder bias
+    puts negative pre-activations among the top k."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=generator, dtype=torch.float64)
+
+    tensors = {
+        "x": randn(n_samples, n_features),
+        "W_enc": randn(width, n_features),
+        "b_enc": randn(width) + shift,
+        "W_dec": randn(width, n_features),
+        "b_dec": randn(n_features),
+    }
+    return {name: t.to(device).requires_grad_() for name, t in tensors.items()}
+
+
+def dense_reconstruction(x, W_enc, b_enc, W_dec, b_dec, k):
+    codes = topk_relu(torch.addmm(b_enc, x - b_dec, W_enc.T), k)
+    return torch.addmm(b_dec, codes, W_dec)
+
+
+def sparse_reconstruction(x, W_enc, b_enc, W_dec, b_dec, k):
+    values, indices = topk_encode(x - b_dec, W_enc, b_enc, k)
+    return sparse_decode(values, indices, W_dec, b_dec)
+
+
+def gradients(reconstruct, weights, k):
+    """Gradients of a squared error with respect to every input that has one."""
+    reconstruction = reconstruct(**weights, k=k)
+    loss = (reconstruction - weights["x"].detach().flip(0)).square().sum()
+    wanted = [t for t in weights.values() if t.requires_grad]
+    return torch.autograd.grad(loss, wanted)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("k", [1, 4, 12])
+def test_codes_match_topk_relu(device, k):
+    w = make_weights(shift=-1.0, device=device)
+    x, W_enc, b_enc = w["x"], w["W_enc"], w["b_enc"]
+    values, indices = topk_encode(x, W_enc, b_enc, k)
+    assert values.shape == indices.shape == (x.shape[0], k)
+    expected = topk_relu(torch.addmm(b_enc, x, W_enc.T), k)
+    assert torch.equal(dense_codes(values, indices, W_enc.shape[0]), expected)
+
+
+def test_encoding_is_deterministic():
+    w = make_weights(n_samples=50, width=64)
+    first = topk_encode(w["x"], w["W_enc"], w["b_enc"], 5)
+    second = topk_encode(w["x"], w["W_enc"], w["b_enc"], 5)
+    assert all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("shift", [0.0, -1.5])
+def test_gradients_match_dense_path(device, shift):
+    w = make_weights(shift=shift, device=device)
+    k = 5
+    if shift:  # the ReLU must have clipped some kept latents
+        values, _ = topk_encode(w["x"] - w["b_dec"], w["W_enc"], w["b_enc"], k)
+        assert (values == 0).any() and (values > 0).any()
+    expected = gradients(dense_reconstruction, w, k)
+    got = gradients(sparse_reconstruction, w, k)
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_input_without_grad(device):
+    w = make_weights(device=device)
+    w["x"].requires_grad_(False)
+    expected = gradients(dense_reconstruction, w, 3)
+    got = gradients(sparse_reconstruction, w, 3)
+    assert len(got) == 4
+    for g, e in zip(got, expected, strict=True):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10)
+
+
+def test_encoder_without_weight_grads():
+    w = make_weights()
+    values, _ = topk_encode(w["x"], w["W_enc"].detach(), w["b_enc"].detach(), 3)
+    (grad_x,) = torch.autograd.grad(values.sum(), w["x"])
+    assert grad_x.shape == w["x"].shape
+
+
+def test_decoder_gradient_is_dense():
+    w = make_weights()
+    values, indices = topk_encode(w["x"], w["W_enc"], w["b_enc"], 3)
+    sparse_decode(values, indices, w["W_dec"], w["b_dec"]).sum().backward()
+    assert w["W_dec"].grad.layout == torch.strided
+    assert w["W_enc"].grad.layout == torch.strided
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradcheck_encode(device):
+    w = make_weights(n_samples=6, n_features=4, width=9, shift=-0.5, device=device)
+
+    def encode(x, W_enc, b_enc):
+        return topk_encode(x, W_enc, b_enc, 4)[0]
+
+    assert torch.autograd.gradcheck(encode, (w["x"], w["W_enc"], w["b_enc"]))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_gradcheck_decode(device):
+    w = make_weights(n_samples=6, n_features=4, width=9, device=device)
+    values, indices = topk_encode(w["x"], w["W_enc"], w["b_enc"], 4)
+    values = values.detach().requires_grad_()
+
+    def decode(values, W_dec, b_dec):
+        return sparse_decode(values, indices, W_dec, b_dec)
+
+    assert torch.autograd.gradcheck(decode, (values, w["W_dec"], w["b_dec"]))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_latent_counts_count_positive_codes(device):
+    w = make_weights(n_samples=40, shift=-1.0, device=device)
+    width = w["W_enc"].shape[0]
+    values, indices = topk_encode(w["x"], w["W_enc"], w["b_enc"], 4)
+    counts = latent_counts(values, indices, width)
+    expected = (dense_codes(values, indices, width) > 0).sum(dim=0)
+    assert counts.dtype == torch.int64
+    assert torch.equal(counts, expected)
+    assert counts.sum() < values.numel()  # some kept latents were clipped

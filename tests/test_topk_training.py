@@ -1,0 +1,112 @@
+"""The top-k training path: sparse kernels, dead latents, input normalization."""
+
+import numpy as np
+import pytest
+import torch
+
+from skae import KSparseAutoencoder
+from skae._engine.modules import LinearAutoencoder, TopKAutoencoder, tied_init
+from skae._sparsity import TopK
+
+
+def twin_modules(n_features=12, width=40, k=5, input_scale=1.0, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    mean = torch.randn(n_features, generator=generator)
+    weights = tied_init(mean, width, generator)
+    # Encoder and decoder differ, and some pre-activations are negative.
+    weights = weights._replace(
+        W_enc=weights.W_enc + 0.3 * torch.randn(width, n_features, generator=generator),
+        b_enc=torch.randn(width, generator=generator) - 1.0,
+    )
+    fast = TopKAutoencoder(weights, k, input_scale=input_scale).double()
+    dense = LinearAutoencoder(weights, TopK(k), input_scale=input_scale).double()
+    return fast, dense
+
+
+@pytest.mark.parametrize("input_scale", [1.0, 2.5])
+def test_sparse_training_step_matches_the_dense_computation(input_scale):
+    fast, dense = twin_modules(input_scale=input_scale)
+    x = torch.randn(
+        64, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(1)
+    )
+    losses = []
+    for module in (fast, dense):
+        module.train()
+        out = module(x)
+        loss = (out.reconstruction - x).square().sum(dim=1).mean() + out.penalty
+        loss.backward()
+        losses.append(loss.detach())
+    torch.testing.assert_close(losses[0], losses[1])
+    for name, parameter in fast.named_parameters():
+        torch.testing.assert_close(
+            parameter.grad, dict(dense.named_parameters())[name].grad
+        )
+    # Evaluation uses the dense path: the same codes either way.
+    fast.eval()
+    torch.testing.assert_close(fast.encode(x), dense.encode(x))
+
+
+def test_firing_counts_match_the_dense_activity():
+    fast, dense = twin_modules()
+    x = torch.randn(64, 12, dtype=torch.float64)
+    fast.train()
+    codes = fast(x).codes
+    torch.testing.assert_close(
+        fast.activity_sum(codes), dense.activity_sum(dense.encode(x))
+    )
+
+
+def test_the_auxiliary_loss_trains_only_dead_latents():
+    fast, _ = twin_modules()
+    fast.aux_k, fast.dead_after = 4, 1000
+    x = torch.randn(64, 12, dtype=torch.float64)
+    fast.train()
+    fast(x)  # nothing dead yet: every latent has been silent for 64 rows at most
+    assert len(fast.dead_latents()) == 0
+    fast.rows_since_fired[:10] = 5000  # latents 0-9 silent for long
+    fast._dead = None
+    fast.zero_grad()
+    out = fast(x)
+    live = fast.rows_since_fired < fast.dead_after
+    assert out.penalty > 0
+    out.penalty.backward()
+    dead = fast.dead_latents()
+    assert set(dead.tolist()) <= set(range(10)) and len(dead) > 0
+    grad_rows = fast.W_enc.grad.abs().sum(dim=1) > 0
+    assert grad_rows[dead].any()
+    assert not grad_rows[live].any()
+
+
+def test_without_dead_latents_the_auxiliary_loss_is_zero(sparse_data):
+    fast, _ = twin_modules()
+    fast.aux_k = 4
+    fast.train()
+    assert fast(torch.randn(8, 12, dtype=torch.float64)).penalty == 0
+
+
+def test_aux_k_auto_is_on_for_wide_dictionaries_only(sparse_data):
+    narrow = KSparseAutoencoder(64, 4, max_iter=1, random_state=0).fit(sparse_data)
+    wide = KSparseAutoencoder(128, 4, max_iter=1, random_state=0).fit(sparse_data)
+    assert narrow.module_.aux_k == 0  # 64 latents for 32 features
+    assert wide.module_.aux_k == 16  # n_features // 2
+    assert wide.n_dead_components_ == int((wide.activation_frequency_ == 0).sum())
+
+
+def test_normalize_input_makes_the_fit_scale_free(sparse_data):
+    X = sparse_data.astype(np.float32)
+    params = {"n_components": 32, "k": 4, "max_iter": 4, "random_state": 0}
+    small = KSparseAutoencoder(**params, normalize_input=True).fit(X)
+    large = KSparseAutoencoder(**params, normalize_input=True).fit(1000 * X)
+    np.testing.assert_allclose(small.input_scale_ / large.input_scale_, 1000, rtol=1e-5)
+    mean_sq_norm = np.mean(np.sum((X * small.input_scale_) ** 2, axis=1))
+    np.testing.assert_allclose(mean_sq_norm, X.shape[1], rtol=1e-4)
+    np.testing.assert_allclose(small.transform(X), large.transform(1000 * X), atol=1e-3)
+    np.testing.assert_allclose(
+        1000 * small.inverse_transform(small.transform(X)),
+        large.inverse_transform(large.transform(1000 * X)),
+        rtol=1e-3,
+        atol=1e-2,
+    )
+    assert small.score(X) == pytest.approx(large.score(1000 * X), abs=1e-4)
+    plain = KSparseAutoencoder(**params).fit(X)
+    assert plain.input_scale_ == 1.0
