@@ -65,9 +65,7 @@ html_theme_options = {
 html_static_path = []
 
 # The examples run with Agg; matplotlib's non-GUI warning on plt.show is noise.
-warnings.filterwarnings(
-    "ignore", category=UserWarning, message=".*non-interactive.*"
-)
+warnings.filterwarnings("ignore", category=UserWarning, message=".*non-interactive.*")
 
 # Two inherited scikit-learn methods cite labels of scikit-learn's own user
 # guide, which do not resolve here; their pages document them in full.

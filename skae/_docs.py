@@ -32,7 +32,8 @@ device : str or torch.device, default='auto'
     CPU when pickled and transforms on any machine.
 random_state : int, RandomState instance or None, default=None
     Seeds initialization, shuffling and the validation split. With an int,
-    two fits on the same data give bitwise-identical models on the CPU.
+    two fits on the same data give bitwise-identical models on the CPU
+    with the same number of threads.
 verbose : int, default=0
     Show a progress bar over epochs when positive.
 checkpoint_path : str, path-like or None, default=None
