@@ -210,7 +210,12 @@ def to_tensor(
     if sp.issparse(rows):
         rows = rows.toarray()
     array = np.ascontiguousarray(rows, dtype=_NUMPY_DTYPES[dtype])
-    return torch.from_numpy(array).to(device)
+    tensor = torch.from_numpy(array)
+    if device.type == "cuda":
+        # From pinned memory the copy runs asynchronously, and the host goes on
+        # queueing the steps of the previous chunk's batches meanwhile.
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)
 
 
 def iter_batches(
