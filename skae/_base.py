@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from abc import abstractmethod
 from contextlib import contextmanager
 from numbers import Integral, Real
@@ -205,12 +206,15 @@ class BaseSparseAutoencoder(
         with limited_threads():
             if incremental:
                 module = self.module_.to(device)
+                start_attributes = _plain_attributes(module)
                 self._update_module(module)
                 start_state = snapshot(module)
             elif resumed is not None:
                 module = resumed.module.to(device)
                 self._update_module(module)
-                rng = resumed.rng
+                # The saved rows, not a new draw: with random_state=None the
+                # split would differ, and validation rows become training rows.
+                rng, (train_rows, val_rows) = resumed.rng, resumed.rows
             else:
                 module = self._initial_module(
                     source, train_rows, rng, device, pretrain=not single_pass
@@ -234,11 +238,24 @@ class BaseSparseAutoencoder(
                 epochs = state.history.n_epochs
                 last = state.history.converged or epochs >= rule.max_epochs
                 if last or epochs % self.checkpoint_interval == 0:
-                    fingerprint = self._fingerprint(source)
                     checkpoint = Checkpoint(
-                        module, optimizer.state_dict(), state, rng, fingerprint
+                        module,
+                        optimizer.state_dict(),
+                        state,
+                        rng,
+                        (train_rows, val_rows),
+                        self._fingerprint(source),
                     )
-                    save_checkpoint(self.checkpoint_path, checkpoint)
+                    try:
+                        save_checkpoint(self.checkpoint_path, checkpoint)
+                    except (OSError, RuntimeError) as exc:
+                        # A full disk should not end a long run: warn, go on.
+                        warnings.warn(
+                            f"Could not write the checkpoint after epoch "
+                            f"{epochs} to {str(self.checkpoint_path)!r}: {exc}",
+                            RuntimeWarning,
+                            stacklevel=2,
+                        )
 
             activity = torch.zeros(module.n_components, device=device)
             try:
@@ -262,6 +279,8 @@ class BaseSparseAutoencoder(
                 # A failed call leaves a continued model exactly as it was.
                 if incremental:
                     module.load_state_dict(start_state)
+                    for submodule, attributes in start_attributes:
+                        vars(submodule).update(attributes)
                 raise
             if not single_pass:
                 self._accumulate_activity(module, source, train_rows, activity)
@@ -286,16 +305,14 @@ class BaseSparseAutoencoder(
             "checkpoint_interval",
         }
         params = {
-            name: value
-            if isinstance(value, (int, float, str, tuple, list)) or value is None
-            else type(value).__name__
+            name: _comparable(value)
             for name, value in self.get_params(deep=False).items()
             if name not in free
         }
         return {
             "estimator": type(self).__name__,
             "data_shape": (source.n_rows, source.n_features),
-            "params": params,
+            **params,
         }
 
     def _resumed_checkpoint(self, source) -> Checkpoint | None:
@@ -343,12 +360,18 @@ class BaseSparseAutoencoder(
         mean = torch.from_numpy(col_sum / n)
         generator = torch.Generator().manual_seed(int(rng.randint(2**31 - 1)))
         module = self._make_module(source.n_features, mean, generator)
-        self._adapt_to_data(module, mean_squared_norm=squares / n, n_rows=n)
+        epoch_rows = n if pretrain else None  # partial_fit sees no epochs
+        self._adapt_to_data(
+            module, mean_squared_norm=squares / n, epoch_rows=epoch_rows
+        )
         return module.to(device)
 
-    def _adapt_to_data(self, module, *, mean_squared_norm: float, n_rows: int):
-        """Set what the new ``module`` takes from the training data's size and
-        scale (nothing, unless a subclass says otherwise)."""
+    def _adapt_to_data(
+        self, module, *, mean_squared_norm: float, epoch_rows: int | None
+    ) -> None:
+        """Set what the new ``module`` takes from the training data's scale and
+        epoch length (None for ``partial_fit``): nothing, unless a subclass
+        says otherwise."""
 
     def _split_rows(self, source, rng, single_pass):
         rows = all_rows(source)
@@ -600,6 +623,29 @@ class BaseSparseAutoencoder(
         tags.input_tags.sparse = True
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         return tags
+
+
+def _plain_attributes(module: torch.nn.Module) -> list[tuple[torch.nn.Module, dict]]:
+    """Every submodule's attributes other than its tensors and children (its
+    sparsity rule, settings, counters), to put back after a failed call."""
+    containers = {"_parameters", "_buffers", "_modules"}
+    return [
+        (sub, {k: v for k, v in vars(sub).items() if k not in containers})
+        for sub in module.modules()
+    ]
+
+
+def _comparable(value):
+    """A parameter's value as plain Python, so that a checkpoint's fingerprint
+    compares ``np.int64(16)`` equal to 16 and a tuple equal to a list."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (tuple, list, np.ndarray)):
+        return [_comparable(item) for item in value]
+    if value is None or isinstance(value, (int, float, str)):
+        return value
+    # A RandomState instance or another object: only its kind can be compared.
+    return type(value).__name__
 
 
 def _to_cpu(obj):

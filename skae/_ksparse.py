@@ -144,6 +144,13 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
         module.aux_k = self._aux_k(module.W_dec.shape[1])
         module.aux_coef = self.aux_k_coef
 
+    def _architecture(self) -> dict:
+        # The input scale is fixed when the model starts.
+        return {
+            "n_components": self.n_components,
+            "normalize_input": self.normalize_input,
+        }
+
     def _set_fitted_state(self, module, optimizer, dtype, history, incremental):
         super()._set_fitted_state(module, optimizer, dtype, history, incremental)
         self.input_scale_ = module.input_scale
@@ -164,9 +171,9 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
             aux_coef=self.aux_k_coef,
         )
 
-    def _adapt_to_data(self, module, *, mean_squared_norm, n_rows) -> None:
+    def _adapt_to_data(self, module, *, mean_squared_norm, epoch_rows) -> None:
         # Dead means silent for 10M rows (Gao et al.) or a whole epoch.
-        module.dead_after = min(10_000_000, n_rows)
+        module.dead_after = min(10_000_000, epoch_rows or 10_000_000)
         if self.normalize_input and mean_squared_norm > 0:
             scale = math.sqrt(module.W_dec.shape[1] / mean_squared_norm)
             module.input_scale = scale

@@ -293,6 +293,13 @@ def _transform(args) -> None:
     from tqdm.auto import tqdm
 
     model = _load_model(args.model)
+    # Like np.save, which the output is read back with.
+    output = Path(args.output if args.output.endswith(".npy") else args.output + ".npy")
+    if output.exists() and output.resolve() == Path(args.data).resolve():
+        raise CommandError(
+            f"the output {output} is the input: the codes would overwrite the "
+            "data while it is being read"
+        )
     X = load_data(args.data)
     if X.ndim != 2:
         raise CommandError(
@@ -311,20 +318,23 @@ def _transform(args) -> None:
                 chunk = model.transform(X[start : start + chunk_rows])
                 if codes is None:
                     codes = open_memmap(
-                        args.output,
+                        output,
                         mode="w+",
                         dtype=chunk.dtype,
                         shape=(n_rows, chunk.shape[1]),
                     )
                 codes[start : start + len(chunk)] = chunk
                 progress.update(len(chunk))
-    except (ValueError, TypeError) as exc:
+        codes.flush()
+    except BaseException as exc:
+        # Whatever stopped it, Ctrl-C included, leaves no half-written codes.
         if codes is not None:
             del codes
-            Path(args.output).unlink(missing_ok=True)
-        raise CommandError(str(exc).splitlines()[0]) from exc
-    codes.flush()
-    print(f"codes {codes.shape[0]} x {codes.shape[1]} saved to {args.output}")
+            output.unlink(missing_ok=True)
+        if isinstance(exc, (ValueError, TypeError)):
+            raise CommandError(str(exc).splitlines()[0]) from exc
+        raise
+    print(f"codes {codes.shape[0]} x {codes.shape[1]} saved to {output}")
 
 
 def _info(args) -> None:

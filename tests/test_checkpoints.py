@@ -6,6 +6,7 @@ import pytest
 import skae._engine.checkpoint
 import skae._engine.training
 from skae import KSparseAutoencoder, StackedSparseAutoencoder
+from skae._engine.checkpoint import load_checkpoint
 
 
 def model(path, **params):
@@ -100,7 +101,7 @@ def test_a_finished_checkpoint_trains_no_more(sparse_data, tmp_path, monkeypatch
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"k": 3}, r"'k': 4.*'k': 3"),
+        ({"k": 3}, "k: 4 saved, 3 now"),
         ({"estimator": "stacked"}, "estimator: 'KSparseAutoencoder' saved"),
         ({"rows": 100}, r"data_shape: \(2000, 32\) saved, \(100, 32\) now"),
     ],
@@ -155,3 +156,38 @@ def test_stacked_fine_tuning_resumes(sparse_data, tmp_path, monkeypatch):
     assert len(epochs) == 2  # no pretraining, two fine-tuning epochs
     assert_same_model(resumed, whole)
     assert resumed.pretrain_loss_curves_ == whole.pretrain_loss_curves_
+
+
+def test_numpy_parameter_values_are_fingerprinted_by_value(sparse_data, tmp_path):
+    path = tmp_path / "run.ckpt"
+    model(path, n_components=np.int64(16), k=np.int64(4), max_iter=2).fit(sparse_data)
+    with pytest.raises(ValueError, match="k: 4 saved, 2 now; n_components: 16 saved"):
+        model(path, n_components=np.int64(32), k=np.int64(2)).fit(sparse_data)
+    # The same values as plain ints resume.
+    assert model(path, max_iter=3).fit(sparse_data).n_iter_ == 3
+
+
+def test_a_tuple_and_a_list_of_layer_sizes_are_the_same_run(sparse_data, tmp_path):
+    path = tmp_path / "stack.ckpt"
+    params = {"max_iter": 2, "random_state": 0, "checkpoint_path": path}
+    StackedSparseAutoencoder((8,), **params).fit(sparse_data)
+    StackedSparseAutoencoder([8], **params).fit(sparse_data)
+
+
+def test_resume_without_a_seed_keeps_the_validation_rows(sparse_data, tmp_path):
+    path = tmp_path / "run.ckpt"
+    params = {"random_state": None, "early_stopping": True}
+    model(path, max_iter=2, **params).fit(sparse_data)
+    before = load_checkpoint(path).rows[1].indices.copy()
+    model(path, max_iter=4, **params).fit(sparse_data)
+    after = load_checkpoint(path)
+    assert after.loop.history.n_epochs == 4
+    np.testing.assert_array_equal(after.rows[1].indices, before)
+
+
+def test_an_unwritable_checkpoint_warns_and_training_goes_on(sparse_data, tmp_path):
+    path = tmp_path / "missing-directory" / "run.ckpt"
+    with pytest.warns(RuntimeWarning, match="Could not write the checkpoint"):
+        sae = model(path, max_iter=2).fit(sparse_data)
+    assert sae.n_iter_ == 2
+    assert not list(tmp_path.glob("**/*.partial"))

@@ -139,3 +139,46 @@ def test_transform_rejects_one_dimensional_data(data_files, capsys):
     np.save(tmp / "flat.npy", np.zeros(9))
     assert main(["transform", str(model), str(tmp / "flat.npy"), "-o", "c.npy"]) == 1
     assert "1-D array" in capsys.readouterr().err
+
+
+def test_transform_refuses_to_overwrite_its_input(data_files, capsys):
+    tmp, X = data_files
+    model = tmp / "m.joblib"
+    assert main(["fit", str(tmp / "X.npy"), "-p", "max_iter=1", "-o", str(model)]) == 0
+    data = str(tmp / "X.npy")
+    assert main(["transform", str(model), data, "-o", data]) == 1
+    assert "is the input" in capsys.readouterr().err
+    np.testing.assert_array_equal(np.load(data), X)
+
+
+def test_transform_adds_npy_like_np_save(data_files):
+    tmp, _ = data_files
+    model = tmp / "m.joblib"
+    assert main(["fit", str(tmp / "X.npy"), "-p", "max_iter=1", "-o", str(model)]) == 0
+    assert (
+        main(["transform", str(model), str(tmp / "X.npy"), "-o", str(tmp / "c")]) == 0
+    )
+    assert np.load(tmp / "c.npy").shape == (300, 128)
+
+
+def test_ctrl_c_during_transform_leaves_no_codes_file(data_files, monkeypatch):
+    import skae.cli
+    from skae import KSparseAutoencoder
+
+    tmp, _ = data_files
+    model, codes = tmp / "m.joblib", tmp / "codes.npy"
+    assert main(["fit", str(tmp / "X.npy"), "-p", "max_iter=1", "-o", str(model)]) == 0
+    monkeypatch.setattr(skae.cli, "TRANSFORM_CHUNK_BYTES", 1)
+    calls = []
+    original = KSparseAutoencoder.transform
+
+    def interrupted(self, X):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, X)
+
+    monkeypatch.setattr(KSparseAutoencoder, "transform", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(["transform", str(model), str(tmp / "X.npy"), "-o", str(codes)])
+    assert not codes.exists()

@@ -110,3 +110,43 @@ def test_normalize_input_makes_the_fit_scale_free(sparse_data):
     assert small.score(X) == pytest.approx(large.score(1000 * X), abs=1e-4)
     plain = KSparseAutoencoder(**params).fit(X)
     assert plain.input_scale_ == 1.0
+
+
+def test_copies_and_pickles_drop_the_cached_dead_set():
+    import pickle
+
+    from skae._engine.device import cpu_copy
+
+    fast, _ = twin_modules()
+    fast._dead = torch.tensor([1], device="meta")  # stands for a CUDA tensor
+    assert cpu_copy(fast)._dead is None
+    assert pickle.loads(pickle.dumps(fast))._dead is None
+    fast.train()
+    fast.aux_k, fast.dead_after = 2, 10
+    fast(torch.randn(4, 12, dtype=torch.float64))  # rebuilds it on the data's device
+    assert fast._dead.device.type == "cpu"
+
+
+def test_dead_means_an_epoch_in_fit_and_ten_million_rows_in_partial_fit(sparse_data):
+    fit = KSparseAutoencoder(128, 4, max_iter=1, random_state=0).fit(sparse_data)
+    assert fit.module_.dead_after == len(sparse_data)
+    partial = KSparseAutoencoder(128, 4, random_state=0).partial_fit(sparse_data[:64])
+    assert partial.module_.dead_after == 10_000_000
+
+
+def test_warm_start_cannot_change_normalize_input(sparse_data):
+    sae = KSparseAutoencoder(32, 4, max_iter=1, warm_start=True).fit(sparse_data)
+    with pytest.raises(ValueError, match="normalize_input=True differs"):
+        sae.set_params(normalize_input=True).fit(sparse_data)
+
+
+def test_a_failed_warm_start_restores_the_module_settings(sparse_data):
+    sae = KSparseAutoencoder(
+        128, 2, aux_k=0, max_iter=1, warm_start=True, random_state=0
+    )
+    sae.fit(sparse_data)
+    before = (sae.module_.rule.k, sae.module_.aux_k, sae.module_.aux_coef)
+    sae.set_params(k=3, aux_k=8, aux_k_coef=5.0, learning_rate=1e30)
+    with pytest.raises(ValueError, match="diverged"):
+        sae.fit(sparse_data * 1e20)
+    assert (sae.module_.rule.k, sae.module_.aux_k, sae.module_.aux_coef) == before

@@ -17,12 +17,14 @@ from .training import LoopState
 @dataclass
 class Checkpoint:
     """What a fit needs to resume: the module, Adam's state, the loop's state,
-    the shuffling stream, and a fingerprint of the estimator and data."""
+    the shuffling stream, the training and validation rows, and a
+    fingerprint of the estimator and data."""
 
     module: nn.Module
     optimizer: dict
     loop: LoopState
     rng: np.random.RandomState
+    rows: tuple
     fingerprint: dict
 
 
@@ -30,17 +32,15 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> None:
     """Write ``checkpoint`` atomically: a crash mid-write leaves the old file."""
     path = Path(path)
     partial = path.with_name(path.name + ".partial")
-    torch.save(
-        {
-            "module": cpu_copy(checkpoint.module),
-            "optimizer": checkpoint.optimizer,
-            "loop": checkpoint.loop,
-            "rng": checkpoint.rng,
-            "fingerprint": checkpoint.fingerprint,
-        },
-        partial,
-    )
-    os.replace(partial, path)
+    saved = {
+        name: getattr(checkpoint, name) for name in Checkpoint.__dataclass_fields__
+    }
+    saved["module"] = cpu_copy(checkpoint.module)
+    try:
+        torch.save(saved, partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:

@@ -224,6 +224,12 @@ class TopKAutoencoder(LinearAutoencoder):
         self._dead = None
         self._steps = 0
 
+    def __getstate__(self) -> dict:
+        # The cached dead set is a device tensor outside the buffers: copies
+        # and pickles drop it (it is rebuilt from ``rows_since_fired``), so
+        # a model trained on a GPU loads where there is none.
+        return {**super().__getstate__(), "_dead": None}
+
     def forward(self, x: Tensor) -> ForwardOutput:
         if not self.training:
             return super().forward(x)
@@ -260,7 +266,8 @@ class TopKAutoencoder(LinearAutoencoder):
         # Refresh at least once per dead window, so that small data sets do
         # not wait many epochs for their first dead latents.
         refresh = max(1, min(self.refresh_steps, self.dead_after // len(centered)))
-        if self._dead is None or self._steps % refresh == 0:
+        stale = self._dead is None or self._dead.device != centered.device
+        if stale or self._steps % refresh == 0:
             self._dead = self.dead_latents()
         self._steps += 1
         dead = self._dead
