@@ -43,7 +43,9 @@ checkpoint_path : str, path-like or None, default=None
     instead of starting afresh (with an int ``random_state``, a resumed fit
     ends bitwise-identical to an uninterrupted one on the CPU); delete it
     to start over. The checkpoint is a pickle: load only your own. Give
-    each fit its own path (not one shared by a grid search).
+    each fit its own path (not one shared by a grid search). Only a fresh
+    ``fit`` checkpoints: warm-start continuations and ``partial_fit`` calls
+    neither save nor resume.
 checkpoint_interval : int, default=1
     Epochs between checkpoints.
 """
