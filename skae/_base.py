@@ -31,6 +31,12 @@ from ._engine.data import (
     sequential_chunks,
 )
 from ._engine.device import cpu_copy, limited_threads, module_copy, resolve_device
+from ._engine.distributed import (
+    current_world,
+    is_main_process,
+    parallel,
+    sum_across,
+)
 from ._engine.training import LoopState, StoppingRule, snapshot, train
 
 _FLOATS = (np.float64, np.float32)
@@ -203,6 +209,12 @@ class BaseSparseAutoencoder(
         )
         resumed = self._resumed_checkpoint(source) if checkpoints else None
         loop = LoopState() if resumed is None else resumed.loop
+        if resumed is not None:
+            # The saved rows, not a new draw: with random_state=None the split
+            # would differ, and validation rows would become training rows.
+            train_rows, val_rows = resumed.rows
+        split = (train_rows, val_rows)
+        train_rows = self._share_of(train_rows)
         with limited_threads():
             if incremental:
                 module = self.module_.to(device)
@@ -212,9 +224,7 @@ class BaseSparseAutoencoder(
             elif resumed is not None:
                 module = resumed.module.to(device)
                 self._update_module(module)
-                # The saved rows, not a new draw: with random_state=None the
-                # split would differ, and validation rows become training rows.
-                rng, (train_rows, val_rows) = resumed.rng, resumed.rows
+                rng = resumed.rng
             else:
                 module = self._initial_module(
                     source, train_rows, rng, device, pretrain=not single_pass
@@ -237,13 +247,15 @@ class BaseSparseAutoencoder(
             def save(state: LoopState) -> None:
                 epochs = state.history.n_epochs
                 last = state.history.converged or epochs >= rule.max_epochs
+                if not is_main_process():
+                    return
                 if last or epochs % self.checkpoint_interval == 0:
                     checkpoint = Checkpoint(
                         module,
                         optimizer.state_dict(),
                         state,
                         rng,
-                        (train_rows, val_rows),
+                        split,
                         self._fingerprint(source),
                     )
                     try:
@@ -260,7 +272,7 @@ class BaseSparseAutoencoder(
             activity = torch.zeros(module.n_components, device=device)
             try:
                 history = train(
-                    module,
+                    parallel(module, device),
                     optimizer,
                     train_batches,
                     rule,
@@ -284,11 +296,27 @@ class BaseSparseAutoencoder(
                 raise
             if not single_pass:
                 self._accumulate_activity(module, source, train_rows, activity)
+            activity = sum_across(activity)
+            n_rows = int(sum_across(activity.new_tensor(len(train_rows))))
         self._set_fitted_state(module, optimizer, X.dtype, history, incremental)
         self._random_state = rng
-        self.activation_frequency_ = (activity / len(train_rows)).cpu().numpy()
+        self.activation_frequency_ = (activity / n_rows).cpu().numpy()
         self.n_dead_components_ = int(np.sum(self.activation_frequency_ == 0))
         return self
+
+    def _share_of(self, train_rows):
+        """This process's training rows: all of them, or its shard when
+        training with torch.distributed."""
+        world = current_world()
+        if world is None:
+            return train_rows
+        shard = train_rows.shard(world.rank, world.size)
+        if len(shard) == 0:
+            raise ValueError(
+                f"{len(train_rows)} training rows cannot be shared among "
+                f"{world.size} processes; use more rows or fewer processes."
+            )
+        return shard
 
     def _fingerprint(self, source) -> dict:
         """What a checkpoint must match to be resumed: the estimator, the data's
@@ -357,6 +385,9 @@ class BaseSparseAutoencoder(
         """The module ``fit`` starts from. ``pretrain`` is False for
         ``partial_fit``, which only ever makes one pass."""
         col_sum, squares, n = column_sums(source, train_rows)
+        # Over all processes' shards when training distributed.
+        stats = sum_across(torch.tensor([*col_sum, squares, n], dtype=torch.float64))
+        col_sum, squares, n = stats[:-2].numpy(), float(stats[-2]), int(stats[-1])
         mean = torch.from_numpy(col_sum / n)
         generator = torch.Generator().manual_seed(int(rng.randint(2**31 - 1)))
         module = self._make_module(source.n_features, mean, generator)

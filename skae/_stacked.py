@@ -12,6 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._base import BaseSparseAutoencoder
 from ._docs import fill_doc
 from ._engine.data import RowSource, all_rows, column_sums, iter_batches
+from ._engine.distributed import current_world
 from ._engine.modules import (
     LinearAutoencoder,
     StackedAutoencoder,
@@ -294,6 +295,12 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
 
     def _initial_module(self, source, train_rows, rng, device, *, pretrain):
         pretrain = pretrain and self.pretrain
+        if pretrain and current_world() is not None:
+            raise ValueError(
+                "Greedy pretraining does not run under torch.distributed: "
+                "use pretrain=False to train the stack end to end, or pretrain "
+                "on one process and continue with warm_start."
+            )
         stack = StackedAutoencoder([], self._layer_weights())
         curves = []
         # Greedy pretraining trains layer i on layer i-1's codes, held in

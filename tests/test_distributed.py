@@ -38,3 +38,73 @@ def test_grid_search_on_a_dask_cluster_matches_the_local_search(dask_client):
     )
     assert remote.best_params_ == local.best_params_
     np.testing.assert_array_equal(remote.transform(X), local.transform(X))
+
+
+def _ddp_worker(rank, world_size, tmp_dir):
+    """One process of a 2-process gloo group: fit, then save what the test checks."""
+    from pathlib import Path
+
+    import torch
+    import torch.distributed as dist
+
+    import skae._base
+
+    tmp = Path(tmp_dir)
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{tmp / 'rendezvous'}",
+        rank=rank,
+        world_size=world_size,
+    )
+    training_rows = []
+    read_batches = skae._base.iter_batches
+
+    def counted(source, chunks, batch_size, device, rng=None, dtype=torch.float32):
+        for batch in read_batches(source, chunks, batch_size, device, rng, dtype):
+            if rng is not None:  # only training batches are shuffled
+                training_rows.append(len(batch))
+            yield batch
+
+    skae._base.iter_batches = counted
+    X = np.load(tmp / "X.npy")
+    sae = KSparseAutoencoder(
+        n_components=48,
+        k=3,
+        max_iter=8,
+        early_stopping=True,
+        random_state=0,
+        device="cpu",
+        checkpoint_path=tmp / "run.ckpt",
+    ).fit(X)
+    np.savez(
+        tmp / f"rank{rank}.npz",
+        components=sae.components_,
+        loss=np.array(sae.loss_curve_),
+        validation=np.array(sae.validation_scores_),
+        frequency=sae.activation_frequency_,
+        rows=sum(training_rows),
+        epochs=sae.n_iter_,
+        score=sae.score(X),
+    )
+    dist.destroy_process_group()
+
+
+def test_ddp_with_two_gloo_processes_trains_one_model(sparse_data, tmp_path):
+    import torch.multiprocessing as mp
+    from sklearn.decomposition import PCA
+
+    X = sparse_data.astype(np.float32)
+    np.save(tmp_path / "X.npy", X)
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path)), nprocs=2, join=True)
+    ranks = [np.load(tmp_path / f"rank{rank}.npz") for rank in range(2)]
+    # Identical weights and histories on both processes.
+    for name in ("components", "loss", "validation", "frequency", "score"):
+        np.testing.assert_array_equal(ranks[0][name], ranks[1][name])
+    # Each process trained on its half of the 1800 training rows per epoch.
+    n_train = len(X) - int(np.ceil(0.1 * len(X)))
+    for rank in ranks:
+        assert rank["rows"] == rank["epochs"] * (n_train // 2)
+    # A good model: better than PCA with as many components as active codes.
+    pca = PCA(n_components=3).fit(X)
+    assert ranks[0]["score"] > pca.explained_variance_ratio_.sum() + 0.1
+    assert (tmp_path / "run.ckpt").exists()  # written by rank 0

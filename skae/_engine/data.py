@@ -116,6 +116,13 @@ class IndexRows:
             np.sort(permuted[:n_taken])
         )
 
+    def shard(self, rank: int, world_size: int) -> IndexRows:
+        """One process's share: every ``world_size``-th row from the
+        ``rank``-th, all shares of one size (up to ``world_size - 1`` rows
+        are left out) so that every process runs as many steps."""
+        n = len(self.indices) // world_size
+        return IndexRows(self.indices[rank::world_size][:n])
+
     def ordered(self, chunk_rows: int) -> Iterator[np.ndarray]:
         for start in range(0, len(self.indices), chunk_rows):
             yield self.indices[start : start + chunk_rows]
@@ -156,6 +163,17 @@ class BlockRows:
         permuted = self.blocks[rng.permutation(len(self.blocks))]
         rest, taken = np.sort(permuted[n_blocks:]), np.sort(permuted[:n_blocks])
         return self._like(rest), self._like(taken)
+
+    def shard(self, rank: int, world_size: int) -> BlockRows:
+        """One process's share: every ``world_size``-th whole block from the
+        ``rank``-th, all shares of one size (the file's short last block and
+        up to ``world_size - 1`` blocks are left out) so that every process
+        runs as many steps."""
+        last = (self.n_rows - 1) // self.block_size
+        short = self.n_rows % self.block_size != 0
+        full = self.blocks[self.blocks != last] if short else self.blocks
+        n = len(full) // world_size
+        return self._like(full[rank::world_size][:n])
 
     def _like(self, blocks: np.ndarray) -> BlockRows:
         return BlockRows(blocks, self.block_size, self.n_rows)

@@ -11,6 +11,8 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from .distributed import sum_across, unwrap
+
 Batches = Callable[[], Iterable[Tensor]]
 
 
@@ -84,23 +86,27 @@ def train_epoch(
     latent's activity is summed into it.
     """
     module.train()
+    core = unwrap(module)
     total = None
     n_rows = 0
     for x in batches:
         loss, codes = objective(module, x)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        module.before_step()
+        core.before_step()
         optimizer.step()
-        module.after_step()
+        core.after_step()
         weighted = loss.detach() * x.shape[0]
         total = weighted if total is None else total + weighted
         n_rows += x.shape[0]
         if activity is not None:
-            activity += module.activity_sum(codes.detach())
+            activity += core.activity_sum(codes.detach())
     if total is None:
         raise ValueError("No training rows: the epoch had no batches.")
-    return total / n_rows
+    # Every process reports the loss over all processes' rows, so that all
+    # take the same stopping decisions.
+    rows = total.new_tensor(float(n_rows))
+    return sum_across(total) / sum_across(rows)
 
 
 @torch.no_grad()
@@ -175,6 +181,7 @@ def train(
     """
     state = LoopState() if state is None else state
     history = state.history
+    core = unwrap(module)
     progress = tqdm(
         total=rule.max_epochs,
         initial=min(history.n_epochs, rule.max_epochs),
@@ -187,12 +194,12 @@ def train(
         last = history.n_epochs if history.converged else rule.max_epochs
         for epoch in range(history.n_epochs + 1, last + 1):
             loss = float(train_epoch(module, optimizer, train_batches(), activity))
-            if not (math.isfinite(loss) and is_finite(module)):
+            if not (math.isfinite(loss) and is_finite(core)):
                 raise _diverged(loss, epoch)
             history.loss.append(loss)
             monitored = loss
             if validation_batches is not None:
-                evaluation = evaluate(module, validation_batches())
+                evaluation = evaluate(core, validation_batches())
                 history.validation.append(evaluation)
                 monitored = evaluation.loss
             improved = _improved(monitored, state.best, rule.tol)
@@ -200,7 +207,7 @@ def train(
             if monitored < state.best:
                 state.best = monitored
                 if validation_batches is not None:
-                    state.best_state = snapshot(module)
+                    state.best_state = snapshot(core)
             history.converged = state.stale_epochs >= rule.n_iter_no_change
             progress.update()
             progress.set_postfix(loss=f"{loss:.4g}", best=f"{state.best:.4g}")
@@ -217,10 +224,10 @@ def train(
             RuntimeWarning,
             stacklevel=3,
         )
-        if state.best_state is None and not is_finite(module):
+        if state.best_state is None and not is_finite(core):
             raise _diverged(math.nan, history.n_epochs + 1) from None
     finally:
         progress.close()
     if state.best_state is not None:
-        module.load_state_dict(state.best_state)
+        core.load_state_dict(state.best_state)
     return history
