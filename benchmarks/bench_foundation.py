@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 from _common import markdown, write_results
+from suite_speed import peak_rss_rows
 
 
 def sparse_table(n_samples=10_000, n_features=100, n_atoms=256, k=8, seed=0):
@@ -89,61 +86,9 @@ def quality_table(repeats: int) -> list[dict]:
     return rows
 
 
-# VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec from the parent.
-_PEAK_RSS = "int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) * 1024"
-
-_RSS_CHILD = f"""
-import sys, numpy as np
-from skae import KSparseAutoencoder
-path, mode = sys.argv[1], sys.argv[2]
-X = np.load(path, mmap_mode="r")
-if mode == "in-RAM":
-    X = np.array(X)
-KSparseAutoencoder(n_components=256, k=16, max_iter=1, random_state=0).fit(X)
-print({_PEAK_RSS})
-"""
-
-
 def memory_table(n_rows: int) -> list[dict]:
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "X.npy"
-        X = np.lib.format.open_memmap(
-            path, mode="w+", dtype=np.float32, shape=(n_rows, 64)
-        )
-        rng = np.random.RandomState(0)
-        for start in range(0, n_rows, 100_000):
-            stop = min(start + 100_000, n_rows)
-            X[start:stop] = rng.randn(stop - start, 64)
-        X.flush()
-        nbytes = X.nbytes
-        del X
-        baseline = subprocess.run(
-            [sys.executable, "-c", f"import torch, sklearn, skae; print({_PEAK_RSS})"],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        base = int(baseline.stdout.split()[-1])
-        for mode in ("memmap", "in-RAM"):
-            start = time.perf_counter()
-            out = subprocess.run(
-                [sys.executable, "-c", _RSS_CHILD, str(path), mode],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            peak = int(out.stdout.split()[-1])
-            rows.append(
-                {
-                    "input": mode,
-                    "data_mib": nbytes / 2**20,
-                    "peak_rss_mib": peak / 2**20,
-                    "over_imports_mib": (peak - base) / 2**20,
-                    "seconds": time.perf_counter() - start,
-                }
-            )
-    return rows
+    """Peak RSS of one epoch over a memmap of n_rows x 64 vs the same in RAM."""
+    return peak_rss_rows(n_rows)
 
 
 def main() -> None:

@@ -440,7 +440,7 @@ class BaseSparseAutoencoder(
         chunks = rows.ordered(source.chunk_rows(self.batch_size))
         device = activity.device
         for x in iter_batches(source, chunks, self._inference_batch_rows(), device):
-            activity += module.activity_sum(module.encode(x))
+            activity += module.activity_of(x)
 
     def _set_fitted_state(self, module, optimizer, dtype, history, incremental):
         self.module_ = module

@@ -161,6 +161,10 @@ class LinearAutoencoder(nn.Module):
         """Every latent's activity summed over the rows of ``codes``."""
         return self.rule.activity(codes).sum(dim=0)
 
+    def activity_of(self, x: Tensor) -> Tensor:
+        """Every latent's activity summed over the rows of ``x``."""
+        return self.activity_sum(self.encode(x))
+
     @torch.no_grad()
     def before_step(self) -> None:
         """Drop the gradient component that would change the atoms' norms."""
@@ -249,6 +253,13 @@ class TopKAutoencoder(LinearAutoencoder):
             return counts.to(codes.values.dtype)
         return super().activity_sum(codes)
 
+    def activity_of(self, x: Tensor) -> Tensor:
+        # Firing counts from the kept latents, without the dense codes.
+        centered = self.scaled(x) - self.b_dec if self.center_input else self.scaled(x)
+        values, indices = topk_encode(centered, self.W_enc, self.b_enc, self.rule.k)
+        counts = latent_counts(values, indices, self.n_components)
+        return counts.to(values.dtype)
+
     @torch.no_grad()
     def _count_firing(self, values: Tensor, indices: Tensor, n_rows: int) -> None:
         fired = latent_counts(values, indices, self.n_components) > 0
@@ -325,6 +336,9 @@ class StackedAutoencoder(nn.Module):
 
     def activity_sum(self, codes: Tensor) -> Tensor:
         return self.layers[-1].activity_sum(codes)
+
+    def activity_of(self, x: Tensor) -> Tensor:
+        return self.activity_sum(self.encode(x))
 
     def before_step(self) -> None:
         for layer in self.layers:
@@ -439,6 +453,9 @@ class ConvAutoencoder(nn.Module):
         maps = self.maps(x)
         penalty = self.rule.penalty(self.rule.reduce_maps(maps), self.W_dec.flatten(1))
         return ForwardOutput(self.decode(maps.flatten(1)), maps.flatten(1), penalty)
+
+    def activity_of(self, x: Tensor) -> Tensor:
+        return self.activity_sum(self.encode(x))
 
     def activity_sum(self, codes: Tensor) -> Tensor:
         """Per map, the rule's activity of its summary, summed over images."""

@@ -1,0 +1,64 @@
+"""skae's benchmark suite: ``python benchmarks/run.py --quick|--full``.
+
+Sections, each measured side by side with its baselines in one run, medians
+over repeats:
+
+* ``frontier``   reconstruction error against L0 for KSparse, L1 and KL vs
+  PCA and MiniBatchDictionaryLearning + OMP (image patches, synthetic data);
+* ``time``       time to reach a stated explained variance, skae vs
+  MiniBatchDictionaryLearning;
+* ``recovery``   dictionary recovery on synthetic data with known atoms;
+* ``throughput`` training rows/s and its fraction of the machine's bound;
+* ``transform``  transform rows/s vs PCA.transform and OMP;
+* ``memory``     peak RSS of a streamed memmap fit vs an in-RAM fit;
+* ``gpu``        the CUDA section (skipped without a GPU).
+
+Every section writes ``benchmarks/results/<section>.md`` and ``.json`` (and
+PNG plots where it draws any); ``summary.md`` gathers the tables. ``--only``
+runs some sections.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from _common import RESULTS, write_results
+from suite_quality import frontier, recovery, time_to_quality
+from suite_speed import gpu, memory, throughput, transform_speed
+
+SECTIONS = {
+    "frontier": frontier,
+    "time": time_to_quality,
+    "recovery": recovery,
+    "throughput": throughput,
+    "transform": transform_speed,
+    "memory": memory,
+    "gpu": gpu,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    size = parser.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="small sizes (default)")
+    size.add_argument("--full", action="store_true", help="the sizes quoted in notes")
+    parser.add_argument("--only", nargs="+", choices=sorted(SECTIONS), default=None)
+    args = parser.parse_args()
+    quick = not args.full
+    reports = []
+    for name in args.only or list(SECTIONS):
+        start = time.perf_counter()
+        report, data = SECTIONS[name](quick=quick)
+        seconds = time.perf_counter() - start
+        report = (
+            f"## {name} ({'quick' if quick else 'full'}, {seconds:.0f} s)\n\n{report}"
+        )
+        write_results(name, report, data)
+        reports.append(report)
+    (RESULTS / "summary.md").write_text("\n\n".join(reports) + "\n")
+    print(f"\nwrote {RESULTS / 'summary.md'}")
+
+
+if __name__ == "__main__":
+    main()
