@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from skae._engine.topk import dense_codes, latent_counts, sparse_decode, topk_encode
+from skae._engine.topk import latent_counts, sparse_decode, topk_encode
 from skae._sparsity import topk_relu
 
 DEVICES = [
@@ -13,6 +13,11 @@ DEVICES = [
         marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"),
     ),
 ]
+
+
+def dense_codes(values, indices, width):
+    """The (batch, width) codes that ``values`` at ``indices`` stand for."""
+    return values.new_zeros(values.shape[0], width).scatter(1, indices, values)
 
 
 def make_weights(

@@ -80,12 +80,6 @@ def sparse_decode(
     )
 
 
-def dense_codes(values: Tensor, indices: Tensor, width: int) -> Tensor:
-    """The (batch, width) codes that ``values`` at ``indices`` stand for."""
-    codes = values.new_zeros(values.shape[0], width)
-    return codes.scatter(1, indices, values)
-
-
 def latent_counts(values: Tensor, indices: Tensor, width: int) -> Tensor:
     """How many rows fire each latent (int64, length ``width``)."""
     fired = (values > 0).flatten().long()
