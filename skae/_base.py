@@ -37,7 +37,7 @@ from ._engine.distributed import (
     parallel,
     sum_across,
 )
-from ._engine.training import LoopState, StoppingRule, snapshot, train
+from ._engine.training import LoopState, StoppingRule, adam, snapshot, train
 
 _FLOATS = (np.float64, np.float32)
 
@@ -367,7 +367,7 @@ class BaseSparseAutoencoder(
         return None
 
     def _make_optimizer(self, module, saved: dict | None) -> torch.optim.Optimizer:
-        optimizer = torch.optim.Adam(module.parameters(), lr=self.learning_rate)
+        optimizer = adam(module.parameters(), self.learning_rate)
         if saved is not None:
             # A copy: Adam updates its moments in place, and a failed call
             # must not leave them changed in the fitted state.

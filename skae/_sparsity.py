@@ -20,13 +20,49 @@ import torch
 from torch import Tensor
 
 
+def _group_size(width: int, k: int) -> int:
+    """Columns per group in :func:`largest_k` on the CPU; 1 for a plain topk.
+
+    Groups of 8 halve ``torch.topk``'s CPU time from width 512 to 16384 and
+    k from 8 to 128 (measured at 1 thread), once there are at least 4k
+    groups; below that the candidates outnumber what the groups saved.
+    """
+    return 8 if width % 8 == 0 and width >= 32 * k else 1
+
+
+def largest_k(pre: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The ``k`` largest entries of each row of ``pre`` and their columns,
+    each (rows, k), in no particular order.
+
+    On the CPU, two small selections replace one wide one. The columns are
+    split into groups ``j, j + G, j + 2G, ...``; the ``k`` largest entries of
+    a row all lie in the ``k`` groups with the largest maxima (a column of any
+    other group has ``k`` group maxima at least as large), so a topk over the
+    group maxima, then over those groups' columns, picks the same entries as a
+    topk over the row. ``torch.topk`` spends most of its CPU time on long rows;
+    these are ``G`` and ``8k`` long. Ties may be broken differently; every
+    path of the package selects through this function, so they agree.
+    """
+    group = _group_size(pre.shape[1], k)
+    if group == 1 or pre.device.type != "cpu":
+        return torch.topk(pre, k, dim=1, sorted=False)
+    n_rows, width = pre.shape
+    n_groups = width // group
+    maxima = pre.view(n_rows, group, n_groups).amax(dim=1)
+    top_groups = torch.topk(maxima, k, dim=1, sorted=False).indices
+    offsets = torch.arange(0, width, n_groups, device=pre.device)
+    columns = (top_groups[:, None, :] + offsets[None, :, None]).view(n_rows, -1)
+    values, picked = torch.topk(pre.gather(1, columns), k, dim=1, sorted=False)
+    return values, columns.gather(1, picked)
+
+
 def topk_relu(pre: Tensor, k: int) -> Tensor:
     """Keep the ``k`` largest pre-activations of each row, ReLU them, zero the rest.
 
     The k-sparse autoencoder of Makhzani & Frey (2013), with the ReLU of
     Gao et al. (2024) so that kept values are never negative.
     """
-    values, indices = torch.topk(pre, k, dim=1, sorted=False)
+    values, indices = largest_k(pre, k)
     codes = torch.zeros_like(pre)
     return codes.scatter_(1, indices, torch.relu(values))
 

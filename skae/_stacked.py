@@ -19,7 +19,7 @@ from ._engine.modules import (
     tied_init,
     uniform_init,
 )
-from ._engine.training import StoppingRule, train
+from ._engine.training import StoppingRule, adam, train
 from ._sparsity import L1, TargetActivation, TopK
 
 # Per-layer parameters: the name, the sparsity rules it belongs to, its range.
@@ -341,7 +341,7 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
 
     def _pretrain_layer(self, layer, i, source, rows, rng, device) -> list[float]:
         """Train one layer alone as an autoencoder of its inputs."""
-        optimizer = torch.optim.Adam(layer.parameters(), lr=self.learning_rate)
+        optimizer = adam(layer.parameters(), self.learning_rate)
         chunk_rows = source.chunk_rows(self.batch_size)
         history = train(
             layer,

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
+from skae._engine import topk as topk_module
 from skae._engine.topk import latent_counts, sparse_decode, topk_encode
-from skae._sparsity import topk_relu
+from skae._sparsity import _group_size, largest_k, topk_relu
 
 DEVICES = [
     "cpu",
@@ -67,6 +68,52 @@ def test_codes_match_topk_relu(device, k):
     assert values.shape == indices.shape == (x.shape[0], k)
     expected = topk_relu(torch.addmm(b_enc, x, W_enc.T), k)
     assert torch.equal(dense_codes(values, indices, W_enc.shape[0]), expected)
+
+
+@pytest.mark.parametrize(
+    ("width", "k", "dtype"),
+    [(256, 8, torch.float32), (4096, 32, torch.float32), (512, 16, torch.float64)],
+)
+def test_grouped_selection_matches_topk(width, k, dtype):
+    assert _group_size(width, k) > 1  # the grouped path is the one under test
+    pre = torch.randn(300, width, generator=torch.Generator().manual_seed(0))
+    pre = pre.to(dtype)
+    values, indices = largest_k(pre, k)
+    expected = torch.topk(pre, k, dim=1)
+    assert torch.equal(values.sort(dim=1).values, expected.values.sort(dim=1).values)
+    assert torch.equal(indices.sort(dim=1).values, expected.indices.sort(dim=1).values)
+    assert torch.equal(pre.gather(1, indices), values)
+
+
+def test_grouped_selection_with_ties_keeps_k_largest():
+    # Integer pre-activations tie everywhere: any tie-break is a right answer
+    # as long as k distinct columns holding the k largest values come back.
+    generator = torch.Generator().manual_seed(1)
+    pre = torch.randint(0, 5, (200, 256), generator=generator).float()
+    values, indices = largest_k(pre, 8)
+    expected = torch.topk(pre, 8, dim=1).values
+    assert torch.equal(values.sort(dim=1).values, expected.sort(dim=1).values)
+    assert torch.equal(pre.gather(1, indices), values)
+    assert all(len(set(row.tolist())) == 8 for row in indices)
+
+
+def test_chunked_encoding_matches_one_product(monkeypatch):
+    w = make_weights(n_samples=50, n_features=6, width=64)
+    k = 4
+
+    def encode_and_grad():
+        values, indices = topk_encode(w["x"], w["W_enc"], w["b_enc"], k)
+        grads = torch.autograd.grad(values.square().sum(), [w["W_enc"], w["x"]])
+        return values, indices, grads
+
+    whole = encode_and_grad()
+    monkeypatch.setattr(topk_module, "CHUNK_ELEMENTS", 64 * 7)  # 7-row chunks
+    chunked = encode_and_grad()
+    # The same latents; values to the last bits a GEMM's blocking may move.
+    assert torch.equal(whole[1], chunked[1])
+    torch.testing.assert_close(whole[0], chunked[0], rtol=1e-12, atol=1e-12)
+    for a, b in zip(whole[2], chunked[2], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
 def test_encoding_is_deterministic():

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._sparsity import largest_k
+
 
 def _weight_grad(grad_values: Tensor, x: Tensor, indices: Tensor, width: int) -> Tensor:
     """``G.T @ x``, G being (batch, width) with ``grad_values`` at ``indices``."""
@@ -30,14 +32,42 @@ def _weight_grad(grad_values: Tensor, x: Tensor, indices: Tensor, width: int) ->
     return torch.sparse.mm(G_T, x)
 
 
+#: Pre-activations per chunk of :func:`_encode_chunks` on the CPU (4 MiB).
+CHUNK_ELEMENTS = 2**20
+
+
+def _encode_chunks(
+    x: Tensor, W_enc: Tensor, b_enc: Tensor, k: int
+) -> tuple[Tensor, Tensor]:
+    """:func:`largest_k` of ``x @ W_enc.T + b_enc``, a chunk of rows at a time
+    on the CPU.
+
+    Only (batch, k) results outlive a chunk: the (chunk, width)
+    pre-activations are written into one buffer, which stays in the cache
+    for the selection that reads it, instead of a fresh (batch, width)
+    matrix per step, whose allocation and first touch cost as much as the
+    selection. The GPU gets one product, which it runs best.
+    """
+    n_rows, width = x.shape[0], W_enc.shape[0]
+    rows = max(1, CHUNK_ELEMENTS // width)
+    if x.device.type != "cpu" or n_rows <= rows:
+        return largest_k(torch.addmm(b_enc, x, W_enc.T), k)
+    values = x.new_empty(n_rows, k)
+    indices = torch.empty(n_rows, k, dtype=torch.long)
+    buffer = x.new_empty(rows, width)
+    for start in range(0, n_rows, rows):
+        stop = min(start + rows, n_rows)
+        pre = torch.addmm(b_enc, x[start:stop], W_enc.T, out=buffer[: stop - start])
+        values[start:stop], indices[start:stop] = largest_k(pre, k)
+    return values, indices
+
+
 class _TopKEncode(torch.autograd.Function):
     """``relu(topk(x @ W_enc.T + b_enc))`` with a backward over kept latents only."""
 
     @staticmethod
     def forward(ctx, x: Tensor, W_enc: Tensor, b_enc: Tensor, k: int):
-        pre = torch.addmm(b_enc, x, W_enc.T)
-        # The same call as topk_relu, so both paths keep the same latents.
-        values, indices = torch.topk(pre, k, dim=1, sorted=False)
+        values, indices = _encode_chunks(x, W_enc, b_enc, k)
         values = torch.relu(values)
         ctx.save_for_backward(x, W_enc, values, indices)
         ctx.mark_non_differentiable(indices)
