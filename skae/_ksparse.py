@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from numbers import Integral, Real
 
+import numpy as np
 import torch
+from sklearn.base import clone
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
 
 from ._base import BaseSparseAutoencoder
 from ._docs import fill_doc
@@ -51,6 +55,31 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
         and 0 otherwise.
     aux_k_coef : float, default=1/32
         Weight of the auxiliary loss, ``>= 0``.
+    k_mode : {'row', 'batch'}, default='row'
+        How the ``k`` are counted in training. 'row': every sample keeps its
+        ``k`` largest pre-activations. 'batch': BatchTopK (Bussmann et al.
+        2024), the ``k * batch_size`` largest of the whole batch, so a
+        sample that needs more atoms takes them from one that needs fewer
+        (up to ``4 * k`` in a sample); training also follows the smallest
+        kept activation, and ``transform`` keeps every pre-activation above
+        that ``threshold_``, sample by sample, for about ``k`` codes per
+        sample on average. Only with ``encoder='linear'``.
+    encoder : {'linear', 'mp'}, default='linear'
+        'linear': codes from one product with the encoder weights, as in
+        every other estimator. 'mp': ``k`` steps of matching pursuit against
+        the dictionary itself (the MP-SAE of Costa et al. 2025): each step
+        takes the atom most correlated with what the previous steps left of
+        the sample, codes it by that (non-negative) correlation, and
+        subtracts it. Slower by about a factor ``k`` per sample, and far
+        better at reconstruction for a given ``k`` on data whose atoms
+        overlap, such as image patches. ``aux_k`` does not apply.
+    matryoshka_sizes : tuple of int, default=None
+        Matryoshka dictionaries (Bussmann, Nabeshima et al. 2025): for each
+        size ``m`` (increasing, at most ``n_components``), the loss adds the
+        reconstruction error of the codes of the first ``m`` atoms alone,
+        so that the first ``m`` atoms form a usable smaller model, coarse
+        features first. :meth:`truncate` cuts a fitted model to a prefix.
+        ``transform`` is unchanged.
     normalize_input : bool, default=False
         Scale the data by one factor so that the training rows' mean squared
         norm is ``n_features``, as Gao et al. do for activations, so that
@@ -71,6 +100,10 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
         ``partial_fit``. Zeros are dead latents.
     input_scale_ : float
         The factor applied to the input: 1 unless ``normalize_input``.
+    threshold_ : float
+        With ``k_mode='batch'``, the activation above which ``transform``
+        keeps a code (in the scaled units of ``normalize_input``); NaN
+        otherwise.
     %(fitted_attributes)s
 
     See Also
@@ -85,6 +118,12 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
        arXiv:1312.5663.
     .. [2] L. Gao et al., "Scaling and evaluating sparse autoencoders",
        arXiv:2406.04093, 2024.
+    .. [3] B. Bussmann, P. Leask and N. Nanda, "BatchTopK Sparse
+       Autoencoders", arXiv:2412.06410, 2024.
+    .. [4] V. Costa et al., "From Flat to Hierarchical: Extracting Sparse
+       Representations with Matching Pursuit", arXiv:2506.03093, 2025.
+    .. [5] B. Bussmann, N. Nabeshima et al., "Learning Multi-Level Features
+       with Matryoshka Sparse Autoencoders", arXiv:2503.17547, 2025.
 
     Examples
     --------
@@ -106,6 +145,9 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
         "aux_k": [StrOptions({"auto"}), Interval(Integral, 0, None, closed="left")],
         "aux_k_coef": [Interval(Real, 0, None, closed="left")],
         "normalize_input": ["boolean"],
+        "k_mode": [StrOptions({"row", "batch"})],
+        "encoder": [StrOptions({"linear", "mp"})],
+        "matryoshka_sizes": ["array-like", None],
     }
 
     def __init__(
@@ -115,6 +157,9 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
         *,
         aux_k="auto",
         aux_k_coef=1 / 32,
+        k_mode="row",
+        encoder="linear",
+        matryoshka_sizes=None,
         normalize_input=False,
         learning_rate=3e-3,
         batch_size=256,
@@ -138,11 +183,41 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
                 f"k={self.k} must be at most n_components={self.n_components}: "
                 "a sample cannot use more atoms than the dictionary has."
             )
+        if self.encoder == "mp" and self.k_mode == "batch":
+            raise ValueError(
+                "k_mode='batch' needs encoder='linear': matching pursuit takes "
+                "k atoms per sample, one step at a time."
+            )
+        self._prefix_sizes()
+
+    def _prefix_sizes(self) -> tuple[int, ...]:
+        """``matryoshka_sizes`` checked, without the whole dictionary."""
+        if self.matryoshka_sizes is None:
+            return ()
+        sizes = np.asarray(self.matryoshka_sizes)
+        if (
+            sizes.ndim != 1
+            or len(sizes) == 0
+            or not np.issubdtype(sizes.dtype, np.integer)
+            or np.any(np.diff(sizes) <= 0)
+            or sizes[0] < 1
+            or sizes[-1] > self.n_components
+        ):
+            raise ValueError(
+                f"matryoshka_sizes={self.matryoshka_sizes!r} must be increasing "
+                f"integers from 1 to n_components={self.n_components}."
+            )
+        return tuple(int(m) for m in sizes if m < self.n_components)
+
+    def _selection(self) -> str:
+        return "mp" if self.encoder == "mp" else self.k_mode
 
     def _update_module(self, module) -> None:
         module.rule = TopK(self.k)
         module.aux_k = self._aux_k(module.W_dec.shape[1])
         module.aux_coef = self.aux_k_coef
+        module.selection = self._selection()
+        module.prefix_sizes = self._prefix_sizes()
 
     def _architecture(self) -> dict:
         # The input scale is fixed when the model starts.
@@ -154,6 +229,7 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
     def _set_fitted_state(self, module, optimizer, dtype, history, incremental):
         super()._set_fitted_state(module, optimizer, dtype, history, incremental)
         self.input_scale_ = module.input_scale
+        self.threshold_ = float(module.threshold)
 
     def _aux_k(self, n_features: int) -> int:
         if self.aux_k == "auto":
@@ -169,6 +245,8 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
             self.k,
             aux_k=self._aux_k(n_features),
             aux_coef=self.aux_k_coef,
+            selection=self._selection(),
+            prefix_sizes=self._prefix_sizes(),
         )
 
     def _adapt_to_data(self, module, *, mean_squared_norm, epoch_rows) -> None:
@@ -179,3 +257,60 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
             module.input_scale = scale
             with torch.no_grad():
                 module.b_dec.mul_(scale)
+
+    def truncate(self, n_components):
+        """A copy of the fitted model that keeps its first ``n_components`` atoms.
+
+        With ``matryoshka_sizes``, the model was trained so that each listed
+        prefix works on its own; the prefix of any other model is merely its
+        first atoms. The copy keeps ``k`` (at most ``n_components``), codes
+        with the prefix's encoder alone, and is fitted: it transforms,
+        scores and continues training like any fitted model, with a fresh
+        optimizer.
+
+        Parameters
+        ----------
+        n_components : int
+            Number of atoms to keep, from 1 to the fitted ``n_components``.
+
+        Returns
+        -------
+        truncated : KSparseAutoencoder
+            The smaller model; this one is unchanged.
+
+        Examples
+        --------
+        >>> from sklearn.datasets import load_digits
+        >>> from skae import KSparseAutoencoder
+        >>> X = load_digits().data / 16
+        >>> sae = KSparseAutoencoder(64, k=8, matryoshka_sizes=(16, 32),
+        ...                          max_iter=10, random_state=0).fit(X)
+        >>> small = sae.truncate(16)
+        >>> small.transform(X).shape
+        (1797, 16)
+        """
+        check_is_fitted(self)
+        width = self.components_.shape[0]
+        if not isinstance(n_components, Integral) or not 1 <= n_components <= width:
+            raise ValueError(
+                f"n_components={n_components!r} must be an integer from 1 to the "
+                f"fitted model's {width}."
+            )
+        sizes = [m for m in self._prefix_sizes() if m < n_components]
+        truncated = clone(self).set_params(
+            n_components=n_components,
+            k=min(self.k, n_components),
+            matryoshka_sizes=tuple(sizes) or None,
+        )
+        for name, value in vars(self).items():
+            if name.endswith("_") and name != "module_" and not name.startswith("__"):
+                setattr(truncated, name, copy.deepcopy(value))
+        truncated.module_ = self.module_.truncated(n_components)
+        truncated.components_ = self.components_[:n_components].copy()
+        truncated.activation_frequency_ = self.activation_frequency_[
+            :n_components
+        ].copy()
+        truncated.n_dead_components_ = int(np.sum(truncated.activation_frequency_ == 0))
+        truncated._fitted_architecture = truncated._architecture()
+        truncated._random_state = copy.deepcopy(self._random_state)
+        return truncated

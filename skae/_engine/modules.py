@@ -9,7 +9,13 @@ import torch
 from torch import Tensor, nn
 
 from .._sparsity import TopK, apply_cut, lifetime_cut
-from .topk import latent_counts, sparse_decode, topk_encode
+from .topk import (
+    batch_keep,
+    latent_counts,
+    matching_pursuit,
+    sparse_decode,
+    topk_encode,
+)
 
 
 class ForwardOutput(NamedTuple):
@@ -194,8 +200,21 @@ class TopKAutoencoder(LinearAutoencoder):
 
     In training, only the encoder's forward is dense: the encoder's backward
     and the whole decoder work on the ``k`` kept latents of each row
-    (:mod:`skae._engine.topk`). Evaluation and inference use the dense path
-    of :class:`LinearAutoencoder`, which gives the same codes.
+    (:mod:`skae._engine.topk`). Evaluation and inference use dense codes,
+    the same as training's for a row.
+
+    How latents are chosen (``selection``):
+
+    * ``'row'``: the ``k`` largest pre-activations of each row.
+    * ``'batch'``: BatchTopK (Bussmann et al. 2024). In training, the
+      ``k * batch`` largest of the batch's pre-activations, so that a row
+      uses more or fewer than ``k`` latents: at most ``batch_factor * k``,
+      the candidates each row offers. ``threshold`` follows the smallest
+      kept activation, averaged over steps; inference keeps, row by row,
+      every pre-activation above it.
+    * ``'mp'``: ``k`` steps of non-negative matching pursuit over the
+      decoder's unit atoms (Costa et al. 2025); the encoder weights are
+      unused.
 
     With ``aux_k > 0``, latents that have fired on none of the last
     ``dead_after`` training rows are *dead*, and the auxiliary loss of Gao et
@@ -204,9 +223,16 @@ class TopKAutoencoder(LinearAutoencoder):
     ``aux_coef * ||residual - aux_reconstruction||^2`` joins the loss. The
     dead set is read from the device every ``refresh_steps`` steps, not at
     every step.
+
+    With ``prefix_sizes`` (Matryoshka dictionaries, Bussmann, Nabeshima et
+    al. 2025), the loss adds, for each size ``m``, the squared error of the
+    reconstruction from the codes of the first ``m`` latents alone, so that
+    every prefix is a usable smaller dictionary.
     """
 
     refresh_steps = 128
+    threshold_momentum = 0.05
+    batch_factor = 4
 
     def __init__(
         self,
@@ -217,14 +243,19 @@ class TopKAutoencoder(LinearAutoencoder):
         aux_coef: float = 1 / 32,
         dead_after: int = 10_000_000,
         input_scale: float = 1.0,
+        selection: str = "row",
+        prefix_sizes: tuple[int, ...] = (),
     ) -> None:
         super().__init__(weights, TopK(k), input_scale=input_scale)
         self.aux_k = aux_k
         self.aux_coef = aux_coef
         self.dead_after = dead_after
+        self.selection = selection
+        self.prefix_sizes = tuple(prefix_sizes)
         self.register_buffer(
             "rows_since_fired", torch.zeros(self.n_components, dtype=torch.long)
         )
+        self.register_buffer("threshold", torch.tensor(math.nan))
         self._dead = None
         self._steps = 0
 
@@ -234,18 +265,82 @@ class TopKAutoencoder(LinearAutoencoder):
         # a model trained on a GPU loads where there is none.
         return {**super().__getstate__(), "_dead": None}
 
+    @property
+    def k(self) -> int:
+        return self.rule.k
+
+    # ------------------------------------------------------------- codes
+
+    def sparse_codes(self, centered: Tensor) -> SparseCodes:
+        """The training codes of centred, scaled rows, kept latents only."""
+        if self.selection == "mp":
+            return SparseCodes(*matching_pursuit(centered, self.W_dec, self.k))
+        if self.selection == "row":
+            return SparseCodes(*topk_encode(centered, self.W_enc, self.b_enc, self.k))
+        width = min(self.batch_factor * self.k, self.n_components)
+        values, indices = topk_encode(centered, self.W_enc, self.b_enc, width)
+        keep = batch_keep(values, self.k)
+        self._follow_threshold(values.detach(), keep)
+        return SparseCodes(values * keep, indices)
+
+    @torch.no_grad()
+    def _follow_threshold(self, values: Tensor, keep: Tensor) -> None:
+        """Move ``threshold`` towards the batch's smallest kept activation,
+        without a host sync."""
+        smallest = torch.where(keep & (values > 0), values, math.inf).min()
+        moved = torch.where(
+            torch.isnan(self.threshold),
+            smallest,
+            self.threshold.lerp(smallest, self.threshold_momentum),
+        )
+        self.threshold.copy_(torch.where(torch.isinf(smallest), self.threshold, moved))
+
+    def encode(self, x: Tensor) -> Tensor:
+        if self.selection == "row":
+            return super().encode(x)
+        if self.selection == "mp":
+            values, indices = matching_pursuit(self._centered(x), self.W_dec, self.k)
+            codes = values.new_zeros(len(x), self.n_components)
+            return codes.scatter_add_(1, indices, values)
+        pre = self.preactivate(x)
+        if torch.isnan(self.threshold):  # never trained in batch mode
+            return self.rule.activate(pre)
+        return torch.where(pre > self.threshold, pre, 0).relu_()
+
+    def _centered(self, x: Tensor) -> Tensor:
+        x = self.scaled(x)
+        return x - self.b_dec if self.center_input else x
+
+    # ----------------------------------------------------------- training
+
     def forward(self, x: Tensor) -> ForwardOutput:
         if not self.training:
-            return super().forward(x)
-        x = self.scaled(x)
-        centered = x - self.b_dec if self.center_input else x
-        values, indices = topk_encode(centered, self.W_enc, self.b_enc, self.rule.k)
-        reconstruction = sparse_decode(values, indices, self.W_dec, self.b_dec)
-        self._count_firing(values, indices, len(x))
-        penalty = self.aux_penalty(centered, (x - reconstruction).detach())
-        return ForwardOutput(
-            self.unscaled(reconstruction), SparseCodes(values, indices), penalty
+            out = super().forward(x)
+            penalty = out.penalty + self.prefix_penalty(x, out.codes)
+            return ForwardOutput(out.reconstruction, out.codes, penalty)
+        centered = self._centered(x)
+        codes = self.sparse_codes(centered)
+        reconstruction = sparse_decode(
+            codes.values, codes.indices, self.W_dec, self.b_dec
         )
+        self._count_firing(codes.values, codes.indices, len(x))
+        residual = (self.scaled(x) - reconstruction).detach()
+        penalty = self.aux_penalty(centered, residual) + self.prefix_penalty(x, codes)
+        return ForwardOutput(self.unscaled(reconstruction), codes, penalty)
+
+    def prefix_penalty(self, x: Tensor, codes: Tensor | SparseCodes) -> Tensor:
+        """Sum over ``prefix_sizes`` of the mean squared error of each row's
+        reconstruction from its codes on the prefix's latents alone."""
+        total = x.new_zeros(())
+        for size in self.prefix_sizes:
+            if isinstance(codes, SparseCodes):
+                values = codes.values * (codes.indices < size)
+                prefix = sparse_decode(values, codes.indices, self.W_dec, self.b_dec)
+            else:
+                prefix = torch.addmm(self.b_dec, codes[:, :size], self.W_dec[:size])
+            error = x - self.unscaled(prefix)
+            total = total + error.square().sum(dim=1).mean()
+        return total
 
     def activity_sum(self, codes: Tensor | SparseCodes) -> Tensor:
         if isinstance(codes, SparseCodes):
@@ -254,9 +349,10 @@ class TopKAutoencoder(LinearAutoencoder):
         return super().activity_sum(codes)
 
     def activity_of(self, x: Tensor) -> Tensor:
+        if self.selection != "row":
+            return (self.encode(x) > 0).sum(dim=0).to(x.dtype)
         # Firing counts from the kept latents, without the dense codes.
-        centered = self.scaled(x) - self.b_dec if self.center_input else self.scaled(x)
-        values, indices = topk_encode(centered, self.W_enc, self.b_enc, self.rule.k)
+        values, indices = topk_encode(self._centered(x), self.W_enc, self.b_enc, self.k)
         counts = latent_counts(values, indices, self.n_components)
         return counts.to(values.dtype)
 
@@ -272,7 +368,7 @@ class TopKAutoencoder(LinearAutoencoder):
     def aux_penalty(self, centered: Tensor, residual: Tensor) -> Tensor:
         """Gao et al.'s auxiliary loss over the dead latents, scaled by
         ``aux_coef``; zero when none is dead or ``aux_k`` is 0."""
-        if not self.aux_k:
+        if not self.aux_k or self.selection == "mp":
             return centered.new_zeros(())
         # Refresh at least once per dead window, so that small data sets do
         # not wait many epochs for their first dead latents.
@@ -289,6 +385,28 @@ class TopKAutoencoder(LinearAutoencoder):
         aux = sparse_decode(values, picked, self.W_dec[dead], self.b_dec.new_zeros(()))
         error = self.unscaled(residual - aux).square().sum(dim=1).mean()
         return self.aux_coef * error
+
+    def truncated(self, size: int) -> TopKAutoencoder:
+        """A copy that keeps the first ``size`` latents (``k`` capped at it)."""
+        weights = Weights(
+            self.W_enc[:size].detach().clone(),
+            self.b_enc[:size].detach().clone(),
+            self.W_dec[:size].detach().clone(),
+            self.b_dec.detach().clone(),
+        )
+        copy = TopKAutoencoder(
+            weights,
+            min(self.k, size),
+            aux_k=min(self.aux_k, size),
+            aux_coef=self.aux_coef,
+            dead_after=self.dead_after,
+            input_scale=self.input_scale,
+            selection=self.selection,
+            prefix_sizes=tuple(m for m in self.prefix_sizes if m < size),
+        ).to(self.W_dec.device)
+        copy.rows_since_fired.copy_(self.rows_since_fired[:size])
+        copy.threshold.copy_(self.threshold)
+        return copy
 
 
 class StackedAutoencoder(nn.Module):

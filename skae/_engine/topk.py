@@ -116,3 +116,37 @@ def latent_counts(values: Tensor, indices: Tensor, width: int) -> Tensor:
     # index_add_ rather than bincount(indices[values > 0]): no boolean mask, so
     # no host sync on the GPU.
     return fired.new_zeros(width).index_add_(0, indices.flatten(), fired)
+
+
+def matching_pursuit(residual: Tensor, atoms: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """``k`` greedy steps of non-negative matching pursuit over unit ``atoms``.
+
+    Each step picks, for every row, the atom most correlated with what is
+    left of the row, takes the correlation (clipped at 0) as its code, and
+    subtracts the atom's share: the MP-SAE encoder of Costa et al. (2025).
+    Returns the codes and atom indices of the steps, each (rows, k); an atom
+    may be picked twice, and its codes then add up. The choice of atoms is
+    a constant for autograd; gradients reach ``residual`` and ``atoms``
+    through the codes, over the picked atoms only.
+    """
+    values, indices = [], []
+    for _ in range(k):
+        with torch.no_grad():
+            picked = (residual @ atoms.T).argmax(dim=1)
+        atom = atoms[picked]
+        code = (residual * atom).sum(dim=1).clamp_min(0)
+        residual = residual - code[:, None] * atom
+        values.append(code)
+        indices.append(picked)
+    return torch.stack(values, dim=1), torch.stack(indices, dim=1)
+
+
+def batch_keep(values: Tensor, k: int) -> Tensor:
+    """Mask of the ``k * rows`` largest of the (rows, c) ``values`` of a
+    batch (BatchTopK, Bussmann et al. 2024): rows keep more or fewer than
+    ``k`` as their values rank against the whole batch's."""
+    flat = values.detach().flatten()
+    n_kept = min(k * values.shape[0], flat.numel())
+    keep = torch.zeros_like(flat, dtype=torch.bool)
+    keep[torch.topk(flat, n_kept, sorted=False).indices] = True
+    return keep.view_as(values)
