@@ -28,7 +28,8 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
     learned input-space bias. This is the k-sparse autoencoder of Makhzani &
     Frey (2013) in the form of Gao et al. (2024): the bias starts at the data
     mean, the encoder starts as the decoder's transpose, and the ReLU keeps
-    codes non-negative.
+    codes non-negative. ``k_mode``, ``encoder`` and ``matryoshka_sizes``
+    select the BatchTopK, matching-pursuit and Matryoshka variants.
 
     Unlike PCA, the k active atoms differ from sample to sample, so an
     overcomplete dictionary (``n_components`` larger than the number of
@@ -68,9 +69,11 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
         'linear': codes from one product with the encoder weights, as in
         every other estimator. 'mp': ``k`` steps of matching pursuit against
         the dictionary itself (the MP-SAE of Costa et al. 2025): each step
-        takes the atom most correlated with what the previous steps left of
-        the sample, codes it by that (non-negative) correlation, and
-        subtracts it. Slower by about a factor ``k`` per sample, and far
+        takes the atom whose correlation with what the previous steps left
+        of the sample is largest in absolute value, codes it by that
+        correlation, and subtracts it. Codes are then signed, an atom
+        serving both polarities of its pattern, and an atom picked twice
+        adds its codes. Slower by about a factor ``k`` per sample, and far
         better at reconstruction for a given ``k`` on data whose atoms
         overlap, such as image patches. ``aux_k`` does not apply.
     matryoshka_sizes : tuple of int, default=None

@@ -63,8 +63,8 @@ def slow_matching_pursuit(X, atoms, b_dec, k):
         residual = x - b_dec
         for _ in range(k):
             scores = atoms @ residual
-            j = int(np.argmax(scores))
-            code = max(scores[j], 0.0)
+            j = int(np.argmax(np.abs(scores)))
+            code = scores[j]
             codes[i, j] += code
             residual = residual - code * atoms[j]
     return codes

@@ -212,8 +212,8 @@ class TopKAutoencoder(LinearAutoencoder):
       the candidates each row offers. ``threshold`` follows the smallest
       kept activation, averaged over steps; inference keeps, row by row,
       every pre-activation above it.
-    * ``'mp'``: ``k`` steps of non-negative matching pursuit over the
-      decoder's unit atoms (Costa et al. 2025); the encoder weights are
+    * ``'mp'``: ``k`` steps of matching pursuit over the decoder's unit
+      atoms (Costa et al. 2025), with signed codes; the encoder weights are
       unused.
 
     With ``aux_k > 0``, latents that have fired on none of the last
@@ -343,6 +343,10 @@ class TopKAutoencoder(LinearAutoencoder):
         return total
 
     def activity_sum(self, codes: Tensor | SparseCodes) -> Tensor:
+        if isinstance(codes, SparseCodes) and self.selection == "mp":
+            # Matching pursuit may pick an atom twice in a row: count it once.
+            dense = codes.values.new_zeros(len(codes.values), self.n_components)
+            codes = dense.scatter_add_(1, codes.indices, codes.values)
         if isinstance(codes, SparseCodes):
             counts = latent_counts(codes.values, codes.indices, self.n_components)
             return counts.to(codes.values.dtype)
@@ -350,7 +354,7 @@ class TopKAutoencoder(LinearAutoencoder):
 
     def activity_of(self, x: Tensor) -> Tensor:
         if self.selection != "row":
-            return (self.encode(x) > 0).sum(dim=0).to(x.dtype)
+            return (self.encode(x) != 0).sum(dim=0).to(x.dtype)
         # Firing counts from the kept latents, without the dense codes.
         values, indices = topk_encode(self._centered(x), self.W_enc, self.b_enc, self.k)
         counts = latent_counts(values, indices, self.n_components)

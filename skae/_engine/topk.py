@@ -111,30 +111,33 @@ def sparse_decode(
 
 
 def latent_counts(values: Tensor, indices: Tensor, width: int) -> Tensor:
-    """How many rows fire each latent (int64, length ``width``)."""
-    fired = (values > 0).flatten().long()
+    """How many rows fire each latent, a non-zero value at one of its
+    ``indices`` (int64, length ``width``). A latent that a row lists twice
+    counts twice: top-k never lists one twice, matching pursuit may."""
+    fired = (values != 0).flatten().long()
     # index_add_ rather than bincount(indices[values > 0]): no boolean mask, so
     # no host sync on the GPU.
     return fired.new_zeros(width).index_add_(0, indices.flatten(), fired)
 
 
 def matching_pursuit(residual: Tensor, atoms: Tensor, k: int) -> tuple[Tensor, Tensor]:
-    """``k`` greedy steps of non-negative matching pursuit over unit ``atoms``.
+    """``k`` greedy steps of matching pursuit over unit-norm ``atoms``.
 
-    Each step picks, for every row, the atom most correlated with what is
-    left of the row, takes the correlation (clipped at 0) as its code, and
-    subtracts the atom's share: the MP-SAE encoder of Costa et al. (2025).
-    Returns the codes and atom indices of the steps, each (rows, k); an atom
-    may be picked twice, and its codes then add up. The choice of atoms is
-    a constant for autograd; gradients reach ``residual`` and ``atoms``
-    through the codes, over the picked atoms only.
+    Each step picks, for every row, the atom whose correlation with what is
+    left of the row is largest in absolute value, takes that correlation as
+    its code, and subtracts the atom's share (Mallat & Zhang 1993; the MP-SAE
+    encoder of Costa et al. 2025). Codes are signed, so an atom serves both
+    polarities of its pattern. Returns the codes and atom indices of the
+    steps, each (rows, k); an atom may be picked twice, and its codes then
+    add up. The choice of atoms is a constant for autograd; gradients reach
+    ``residual`` and ``atoms`` through the codes, over the picked atoms only.
     """
     values, indices = [], []
     for _ in range(k):
         with torch.no_grad():
-            picked = (residual @ atoms.T).argmax(dim=1)
+            picked = (residual @ atoms.T).abs_().argmax(dim=1)
         atom = atoms[picked]
-        code = (residual * atom).sum(dim=1).clamp_min(0)
+        code = (residual * atom).sum(dim=1)
         residual = residual - code[:, None] * atom
         values.append(code)
         indices.append(picked)
