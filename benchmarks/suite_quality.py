@@ -28,6 +28,7 @@ from sklearn.preprocessing import StandardScaler
 
 from skae import KLSparseAutoencoder, KSparseAutoencoder, L1SparseAutoencoder
 from skae.datasets import make_image_patches, make_sparse_signals
+from skae.inspect import dictionary_recovery
 
 # ------------------------------------------------------------------ helpers
 
@@ -51,13 +52,6 @@ def keep_largest(codes: np.ndarray, n_kept: int) -> np.ndarray:
     out = np.zeros_like(codes)
     np.put_along_axis(out, kept, np.take_along_axis(codes, kept, axis=1), axis=1)
     return out
-
-
-def best_cosines(true_atoms: np.ndarray, learned_atoms: np.ndarray) -> np.ndarray:
-    """For each true atom, its largest |cosine| with any learned atom."""
-    norms = np.linalg.norm(learned_atoms, axis=1, keepdims=True)
-    learned = learned_atoms / np.maximum(norms, np.finfo(np.float64).tiny)
-    return np.abs(true_atoms @ learned.T).max(axis=1)
 
 
 def standardized_split(X: np.ndarray, n_test: int) -> tuple[np.ndarray, np.ndarray]:
@@ -554,13 +548,14 @@ def recovery(*, quick: bool) -> tuple[str, object]:
     rows, cosines = [], {}
     for name, model in models.items():
         fit_s = timed(lambda model=model: model.fit(X))
-        cosines[name] = best_cosines(true_atoms, model.components_)
+        found = dictionary_recovery(true_atoms, model, threshold=0.9)
+        cosines[name] = found.best_cosine
         dead = getattr(model, "n_dead_components_", None)
         rows.append(
             {
                 "method": name,
-                "mean best cos": float(cosines[name].mean()),
-                "recovered > 0.9": float(np.mean(cosines[name] > 0.9)),
+                "mean best cos": found.mean_best_cosine,
+                "recovered > 0.9": found.recovered_fraction,
                 "dead latents": "-" if dead is None else f"{dead / width:.2%}",
                 "epochs": f"{model.n_iter_:g}",
                 "fit s": fit_s,
