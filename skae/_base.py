@@ -480,8 +480,13 @@ class BaseSparseAutoencoder(
             The codes, in X's float dtype.
         """
         check_is_fitted(self)
+        encode = self._encoder()
         X = self._validate_X(X, reset=False)
-        return self._map_batches(X, lambda m, x: m.encode(x), self._n_features_out)
+        return self._map_batches(X, encode, self._n_features_out)
+
+    def _encoder(self):
+        """The function of (module, batch) that gives :meth:`transform`'s codes."""
+        return lambda module, x: module.encode(x)
 
     def inverse_transform(self, X):
         """Decode codes back into input space.

@@ -274,13 +274,12 @@ class ConvSparseAutoencoder(BaseSparseAutoencoder):
             ``(j * rows + r) * cols + c``; ``rows``, ``cols`` are the image's
             height and width divided by ``pool_size``, rounded up.
         """
-        check_is_fitted(self)
-        self._validate_params()
-        X = self._validate_X(X, reset=False)
+        return super().transform(X)
+
+    def _encoder(self):
+        self._validate_params()  # pool_size may have been set since fit
         pool = self.pool_size
-        return self._map_batches(
-            X, lambda m, x: m.pooled(x, pool), self._n_features_out
-        )
+        return lambda module, x: module.pooled(x, pool)
 
     def get_feature_names_out(self, input_features=None):
         """Output names: ``<class>_map<j>_y<r>_x<c>`` for map and position.

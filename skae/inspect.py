@@ -13,7 +13,7 @@ position for :class:`~skae.ConvSparseAutoencoder`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from numbers import Integral, Real
 
@@ -24,7 +24,6 @@ from sklearn.utils._param_validation import HasMethods, Interval, validate_param
 from sklearn.utils.validation import check_array, check_is_fitted
 
 from ._base import BaseSparseAutoencoder, _output_dtype
-from ._conv import ConvSparseAutoencoder
 from ._engine.data import RowSource
 from ._engine.device import limited_threads, module_copy, resolve_device
 
@@ -35,15 +34,6 @@ _BLOCK_ENTRIES = 2**22
 # ------------------------------------------------------------------- codes
 
 
-def _encoder(estimator) -> Callable[[torch.nn.Module, torch.Tensor], torch.Tensor]:
-    """The function of (module, batch) that gives ``estimator.transform``'s codes."""
-    if isinstance(estimator, ConvSparseAutoencoder):
-        estimator._validate_params()  # pool_size may have been set since fit
-        pool = estimator.pool_size
-        return lambda module, x: module.pooled(x, pool)
-    return lambda module, x: module.encode(x)
-
-
 @contextmanager
 def _code_batches(estimator, X) -> Iterator[Iterator[tuple[int, torch.Tensor]]]:
     """``(first row, codes)`` for each inference batch of X, in row order.
@@ -52,7 +42,7 @@ def _code_batches(estimator, X) -> Iterator[Iterator[tuple[int, torch.Tensor]]]:
     float precision; they live on the device until the caller moves them.
     """
     check_is_fitted(estimator)
-    encode = _encoder(estimator)
+    encode = estimator._encoder()
     X = estimator._validate_X(X, reset=False)
     device = resolve_device(estimator.device, for_training=False)
     # Moved outside inference mode, as in transform: parameters moved inside
