@@ -80,7 +80,10 @@ class BaseSparseAutoencoder(
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "checkpoint_path": [str, os.PathLike, None],
-        "checkpoint_interval": [Interval(Integral, 1, None, closed="left")],
+        "checkpoint_interval": [
+            Interval(Integral, 1, None, closed="left"),
+            Interval(Real, 0, 1, closed="neither"),
+        ],
     }
 
     def _store_params(self, params: dict) -> None:
@@ -235,6 +238,9 @@ class BaseSparseAutoencoder(
             optimizer = self._make_optimizer(module, saved)
 
             def train_batches():
+                if loop.partial is not None:  # replay the epoch saved part-way
+                    rng.set_state(loop.partial.rng_state)
+                loop.epoch_rng_state = rng.get_state()
                 chunks = train_rows.shuffled(source.chunk_rows(self.batch_size), rng)
                 return iter_batches(source, chunks, self.batch_size, device, rng)
 
@@ -244,12 +250,21 @@ class BaseSparseAutoencoder(
                 self.n_iter_no_change,
             )
 
+            interval = self.checkpoint_interval
+            # A fractional interval saves that share of an epoch's steps apart.
+            step_interval = (
+                max(1, round(interval * -(-len(train_rows) // self.batch_size)))
+                if interval < 1
+                else 0
+            )
+
             def save(state: LoopState) -> None:
                 epochs = state.history.n_epochs
                 last = state.history.converged or epochs >= rule.max_epochs
                 if not is_main_process():
                     return
-                if last or epochs % self.checkpoint_interval == 0:
+                due = state.partial is not None or interval < 1
+                if due or last or epochs % interval == 0:
                     checkpoint = Checkpoint(
                         module,
                         optimizer.state_dict(),
@@ -286,6 +301,7 @@ class BaseSparseAutoencoder(
                     description=type(self).__name__,
                     state=loop,
                     on_epoch_end=save if checkpoints else None,
+                    step_interval=step_interval,
                 )
             except BaseException:
                 # A failed call leaves a continued model exactly as it was.

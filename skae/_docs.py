@@ -46,8 +46,11 @@ checkpoint_path : str, path-like or None, default=None
     each fit its own path (not one shared by a grid search). Only a fresh
     ``fit`` checkpoints: warm-start continuations and ``partial_fit`` calls
     neither save nor resume.
-checkpoint_interval : int, default=1
-    Epochs between checkpoints.
+checkpoint_interval : int or float, default=1
+    Epochs between checkpoints. A float between 0 and 1 saves that share of
+    an epoch apart (0.1: ten times an epoch), for runs of few long epochs;
+    a fit then resumes from the step it saved, replaying the epoch's batch
+    order, and ends as an uninterrupted one would.
 """
 
 _FITTED_ATTRIBUTES = """\

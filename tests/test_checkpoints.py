@@ -191,3 +191,59 @@ def test_an_unwritable_checkpoint_warns_and_training_goes_on(sparse_data, tmp_pa
         sae = model(path, max_iter=2).fit(sparse_data)
     assert sae.n_iter_ == 2
     assert not list(tmp_path.glob("**/*.partial"))
+
+
+def interrupt_on_step(monkeypatch, n):
+    """Ctrl-C at the ``n``-th training step from now on; returns the step list."""
+    original = skae._engine.training.objective
+    steps = []
+
+    def interrupted(module, x):
+        if module.training:
+            steps.append(1)
+            if len(steps) == n:
+                raise KeyboardInterrupt
+        return original(module, x)
+
+    monkeypatch.setattr(skae._engine.training, "objective", interrupted)
+    return steps
+
+
+def test_a_fit_resumes_from_the_middle_of_an_epoch(sparse_data, tmp_path, monkeypatch):
+    # 2000 rows in batches of 100: 20 steps an epoch, saved every 5.
+    params = {"max_iter": 3, "batch_size": 100, "checkpoint_interval": 0.25}
+    whole = model(None, **params).fit(sparse_data)
+    path = tmp_path / "run.ckpt"
+    interrupt_on_step(monkeypatch, 38)  # in the second epoch, after step 15 of it
+    with pytest.warns(RuntimeWarning, match="interrupted after 1 epoch"):
+        model(path, **params).fit(sparse_data)
+    saved = load_checkpoint(path)
+    assert saved.loop.history.n_epochs == 1
+    assert saved.loop.partial.steps == 15
+    monkeypatch.undo()
+    steps = interrupt_on_step(monkeypatch, 0)  # counts, never interrupts
+    resumed = model(path, **params).fit(sparse_data)
+    assert len(steps) == 5 + 20  # the rest of epoch 2, then epoch 3
+    assert_same_model(resumed, whole)
+
+
+def test_fractional_interval_saves_inside_epochs(sparse_data, tmp_path, monkeypatch):
+    saved = []
+    original = skae._engine.checkpoint.save_checkpoint
+
+    def recording(path, checkpoint):
+        partial = checkpoint.loop.partial
+        saved.append((checkpoint.loop.history.n_epochs, partial and partial.steps))
+        original(path, checkpoint)
+
+    monkeypatch.setattr(skae._base, "save_checkpoint", recording)
+    params = {"max_iter": 2, "batch_size": 500, "checkpoint_interval": 0.5}
+    model(tmp_path / "c.ckpt", **params).fit(sparse_data)
+    # 4 steps an epoch: after step 2, and at each epoch's end (not twice).
+    assert saved == [(0, 2), (1, None), (1, 2), (2, None)]
+
+
+@pytest.mark.parametrize("interval", [0, -0.5, 1.5])
+def test_bad_checkpoint_intervals_are_refused(sparse_data, tmp_path, interval):
+    with pytest.raises(ValueError, match="checkpoint_interval"):
+        model(tmp_path / "c.ckpt", checkpoint_interval=interval).fit(sparse_data)

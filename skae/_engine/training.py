@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Callable, Iterable
@@ -53,13 +54,31 @@ class History:
 
 
 @dataclass
+class PartialEpoch:
+    """An epoch saved part-way: its steps done, its loss so far, and the
+    shuffling stream's state as it began, from which its batches replay."""
+
+    steps: int
+    loss_sum: Tensor
+    rows: int
+    rng_state: tuple | None
+
+
+@dataclass
 class LoopState:
-    """Everything the loop of :func:`train` needs to resume where it stopped."""
+    """Everything the loop of :func:`train` needs to resume where it stopped.
+
+    ``partial`` is the epoch in progress at the last mid-epoch save (None at
+    an epoch's end); ``epoch_rng_state`` is set by the batch source as each
+    epoch begins, for ``partial`` to keep.
+    """
 
     history: History = field(default_factory=History)
     best: float = math.inf
     best_state: dict[str, Tensor] | None = None
     stale_epochs: int = 0
+    partial: PartialEpoch | None = None
+    epoch_rng_state: tuple | None = None
 
 
 def adam(parameters: Iterable[Tensor], learning_rate: float) -> torch.optim.Adam:
@@ -92,18 +111,28 @@ def train_epoch(
     optimizer: torch.optim.Optimizer,
     batches: Iterable[Tensor],
     activity: Tensor | None = None,
+    *,
+    resume: PartialEpoch | None = None,
+    step_interval: int = 0,
+    on_steps: Callable[[int, Tensor, int], None] | None = None,
 ) -> Tensor:
     """One pass of minibatch steps; returns the row-weighted mean loss on device.
 
     Nothing here waits on the device: the loss is accumulated as a tensor and
     read once per epoch by the caller. When ``activity`` is given, each
-    latent's activity is summed into it.
+    latent's activity is summed into it. ``resume`` continues an epoch saved
+    part-way (``batches`` then holds only the batches it had left);
+    ``on_steps(steps, loss_sum, rows)`` is called every ``step_interval``
+    steps of the epoch except after its last, which the epoch's end covers.
     """
     module.train()
     core = unwrap(module)
-    total = None
-    n_rows = 0
-    for x in batches:
+    total = None if resume is None else resume.loss_sum.clone()
+    n_rows = 0 if resume is None else resume.rows
+    steps = 0 if resume is None else resume.steps
+    iterator = iter(batches)
+    x = next(iterator, None)
+    while x is not None:
         loss, codes = objective(module, x)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -113,8 +142,12 @@ def train_epoch(
         weighted = loss.detach() * x.shape[0]
         total = weighted if total is None else total + weighted
         n_rows += x.shape[0]
+        steps += 1
         if activity is not None:
             activity += core.activity_sum(codes.detach())
+        x = next(iterator, None)
+        if x is not None and step_interval and steps % step_interval == 0:
+            on_steps(steps, total, n_rows)
     if total is None:
         raise ValueError("No training rows: the epoch had no batches.")
     # Every process reports the loss over all processes' rows, so that all
@@ -177,6 +210,7 @@ def train(
     description: str = "training",
     state: LoopState | None = None,
     on_epoch_end: Callable[[LoopState], None] | None = None,
+    step_interval: int = 0,
 ) -> History:
     """Train ``module`` in place until ``rule`` says stop.
 
@@ -191,7 +225,11 @@ def train(
     ``activity``, when given, accumulates every latent's activity over all
     training steps. ``state``, updated in place, may hold a loop saved
     earlier to continue it (its module and optimizer already restored);
-    ``on_epoch_end`` sees it after every completed epoch, for checkpoints.
+    ``on_epoch_end`` sees it after every completed epoch, for checkpoints,
+    and every ``step_interval`` steps inside an epoch, with ``state.partial``
+    set. A state saved part-way through an epoch resumes at its next step:
+    ``train_batches`` must then replay the epoch's batches from
+    ``state.partial.rng_state``, and the steps already done are skipped.
     """
     state = LoopState() if state is None else state
     history = state.history
@@ -207,7 +245,28 @@ def train(
         # A resumed loop that had already converged runs no more epochs.
         last = history.n_epochs if history.converged else rule.max_epochs
         for epoch in range(history.n_epochs + 1, last + 1):
-            loss = float(train_epoch(module, optimizer, train_batches(), activity))
+            resume = state.partial
+            batches = train_batches()
+            if resume is not None:
+                batches = itertools.islice(batches, resume.steps, None)
+
+            def save_part(steps: int, loss_sum: Tensor, rows: int) -> None:
+                state.partial = PartialEpoch(
+                    steps, loss_sum.detach().clone(), rows, state.epoch_rng_state
+                )
+                on_epoch_end(state)
+
+            loss = train_epoch(
+                module,
+                optimizer,
+                batches,
+                activity,
+                resume=resume,
+                step_interval=step_interval if on_epoch_end is not None else 0,
+                on_steps=save_part,
+            )
+            loss = float(loss)
+            state.partial = None
             if not (math.isfinite(loss) and is_finite(core)):
                 raise _diverged(loss, epoch)
             history.loss.append(loss)
