@@ -62,6 +62,7 @@ def models(epochs: int, mbdl_max_iter: int, seed: int) -> dict:
         "KSparse (row top-k)": ksparse(),
         "KSparse k_mode='batch'": ksparse(k_mode="batch"),
         "KSparse encoder='mp'": ksparse(encoder="mp"),
+        "KSparse encoder='omp'": ksparse(encoder="omp"),
         f"KSparse matryoshka {PREFIXES}": ksparse(matryoshka_sizes=PREFIXES),
     }
 
@@ -114,7 +115,14 @@ def verdicts(rows: list[dict]) -> list[str]:
     error = mp["fvu"] / omp["fvu"]
     speed = omp["fit_transform_s"] / mp["fit_transform_s"]
     l0 = batch["mean_l0"] / K
+    omp_sae = by_name["KSparse encoder='omp'"]
+    omp_error = omp_sae["fvu"] / omp["fvu"]
+    omp_speed = omp["fit_transform_s"] / omp_sae["fit_transform_s"]
     return [
+        f"orthogonal matching pursuit error = {omp_error:.2f} x MBDL+OMP's, "
+        f"{omp_speed:.1f}x faster (targets <= 1.05 and >= 3: "
+        f"{'met' if omp_error <= 1.05 else 'missed'}, "
+        f"{'met' if omp_speed >= 3 else 'missed'})",
         f"matching pursuit error = {error:.2f} x MBDL+OMP's at L0 {mp['mean_l0']:.2f}"
         f" vs {omp['mean_l0']:.2f} (target <= 1.05: "
         f"{'met' if error <= 1.05 else 'missed'})",

@@ -65,7 +65,7 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
         kept activation, and ``transform`` keeps every pre-activation above
         that ``threshold_``, sample by sample, for about ``k`` codes per
         sample on average. Only with ``encoder='linear'``.
-    encoder : {'linear', 'mp'}, default='linear'
+    encoder : {'linear', 'mp', 'omp'}, default='linear'
         'linear': codes from one product with the encoder weights, as in
         every other estimator. 'mp': ``k`` steps of matching pursuit against
         the dictionary itself (the MP-SAE of Costa et al. 2025): each step
@@ -75,7 +75,11 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
         serving both polarities of its pattern, and an atom picked twice
         adds its codes. Slower by about a factor ``k`` per sample, and far
         better at reconstruction for a given ``k`` on data whose atoms
-        overlap, such as image patches. ``aux_k`` does not apply.
+        overlap, such as image patches. 'omp': orthogonal matching
+        pursuit, which after each step refits the codes of every atom picked
+        so far by least squares; better again at the same ``k``, at a cost
+        that grows as ``k**3`` per sample. ``aux_k`` does not apply to
+        either.
     matryoshka_sizes : tuple of int, default=None
         Matryoshka dictionaries (Bussmann, Nabeshima et al. 2025): for each
         size ``m`` (increasing, at most ``n_components``), the loss adds the
@@ -149,7 +153,7 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
         "aux_k_coef": [Interval(Real, 0, None, closed="left")],
         "normalize_input": ["boolean"],
         "k_mode": [StrOptions({"row", "batch"})],
-        "encoder": [StrOptions({"linear", "mp"})],
+        "encoder": [StrOptions({"linear", "mp", "omp"})],
         "matryoshka_sizes": ["array-like", None],
     }
 
@@ -186,7 +190,7 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
                 f"k={self.k} must be at most n_components={self.n_components}: "
                 "a sample cannot use more atoms than the dictionary has."
             )
-        if self.encoder == "mp" and self.k_mode == "batch":
+        if self.encoder != "linear" and self.k_mode == "batch":
             raise ValueError(
                 "k_mode='batch' needs encoder='linear': matching pursuit takes "
                 "k atoms per sample, one step at a time."
@@ -213,7 +217,7 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
         return tuple(int(m) for m in sizes if m < self.n_components)
 
     def _selection(self) -> str:
-        return "mp" if self.encoder == "mp" else self.k_mode
+        return self.k_mode if self.encoder == "linear" else self.encoder
 
     def _update_module(self, module) -> None:
         module.rule = TopK(self.k)

@@ -13,6 +13,7 @@ from .topk import (
     batch_keep,
     latent_counts,
     matching_pursuit,
+    orthogonal_matching_pursuit,
     sparse_decode,
     topk_encode,
 )
@@ -195,6 +196,9 @@ class SparseCodes(NamedTuple):
         return SparseCodes(self.values.detach(), self.indices)
 
 
+PURSUITS = {"mp": matching_pursuit, "omp": orthogonal_matching_pursuit}
+
+
 class TopKAutoencoder(LinearAutoencoder):
     """One-layer top-k autoencoder whose training touches only kept latents.
 
@@ -214,7 +218,8 @@ class TopKAutoencoder(LinearAutoencoder):
       every pre-activation above it.
     * ``'mp'``: ``k`` steps of matching pursuit over the decoder's unit
       atoms (Costa et al. 2025), with signed codes; the encoder weights are
-      unused.
+      unused. ``'omp'``: orthogonal matching pursuit, the codes refit by
+      least squares after each step.
 
     With ``aux_k > 0``, latents that have fired on none of the last
     ``dead_after`` training rows are *dead*, and the auxiliary loss of Gao et
@@ -271,10 +276,15 @@ class TopKAutoencoder(LinearAutoencoder):
 
     # ------------------------------------------------------------- codes
 
+    @property
+    def pursuit(self):
+        """The matching-pursuit encoder in use, or None for a linear one."""
+        return PURSUITS.get(self.selection)
+
     def sparse_codes(self, centered: Tensor) -> SparseCodes:
         """The training codes of centred, scaled rows, kept latents only."""
-        if self.selection == "mp":
-            return SparseCodes(*matching_pursuit(centered, self.W_dec, self.k))
+        if self.pursuit is not None:
+            return SparseCodes(*self.pursuit(centered, self.W_dec, self.k))
         if self.selection == "row":
             return SparseCodes(*topk_encode(centered, self.W_enc, self.b_enc, self.k))
         width = min(self.batch_factor * self.k, self.n_components)
@@ -298,8 +308,8 @@ class TopKAutoencoder(LinearAutoencoder):
     def encode(self, x: Tensor) -> Tensor:
         if self.selection == "row":
             return super().encode(x)
-        if self.selection == "mp":
-            values, indices = matching_pursuit(self._centered(x), self.W_dec, self.k)
+        if self.pursuit is not None:
+            values, indices = self.pursuit(self._centered(x), self.W_dec, self.k)
             codes = values.new_zeros(len(x), self.n_components)
             return codes.scatter_add_(1, indices, values)
         pre = self.preactivate(x)
@@ -343,7 +353,7 @@ class TopKAutoencoder(LinearAutoencoder):
         return total
 
     def activity_sum(self, codes: Tensor | SparseCodes) -> Tensor:
-        if isinstance(codes, SparseCodes) and self.selection == "mp":
+        if isinstance(codes, SparseCodes) and self.pursuit is not None:
             # Matching pursuit may pick an atom twice in a row: count it once.
             dense = codes.values.new_zeros(len(codes.values), self.n_components)
             codes = dense.scatter_add_(1, codes.indices, codes.values)
@@ -372,7 +382,7 @@ class TopKAutoencoder(LinearAutoencoder):
     def aux_penalty(self, centered: Tensor, residual: Tensor) -> Tensor:
         """Gao et al.'s auxiliary loss over the dead latents, scaled by
         ``aux_coef``; zero when none is dead or ``aux_k`` is 0."""
-        if not self.aux_k or self.selection == "mp":
+        if not self.aux_k or self.pursuit is not None:
             return centered.new_zeros(())
         # Refresh at least once per dead window, so that small data sets do
         # not wait many epochs for their first dead latents.

@@ -144,6 +144,39 @@ def matching_pursuit(residual: Tensor, atoms: Tensor, k: int) -> tuple[Tensor, T
     return torch.stack(values, dim=1), torch.stack(indices, dim=1)
 
 
+def orthogonal_matching_pursuit(
+    x: Tensor, atoms: Tensor, k: int, ridge: float = 1e-6
+) -> tuple[Tensor, Tensor]:
+    """``k`` steps of orthogonal matching pursuit over unit-norm ``atoms``.
+
+    As :func:`matching_pursuit`, but after each pick the codes of all atoms
+    picked so far are refit by least squares, so that what is left of the
+    row is orthogonal to them (Pati et al. 1993); the codes returned are
+    that least-squares fit, with ``ridge`` on the diagonal of the atoms'
+    Gram matrix so that a degenerate pick cannot make it singular. The
+    picks are a constant for autograd; gradients reach ``x`` and ``atoms``
+    through the final fit. Each step solves a (step x step) system per row,
+    so the cost grows as ``k**3``.
+    """
+    eye = ridge * torch.eye(k, dtype=x.dtype, device=x.device)
+
+    def fit(rows: Tensor, picked: Tensor, weights: Tensor) -> Tensor:
+        chosen = weights[picked]  # (rows, steps, features)
+        steps = picked.shape[1]
+        gram = chosen @ chosen.transpose(1, 2) + eye[:steps, :steps]
+        return torch.linalg.solve(gram, chosen @ rows.unsqueeze(2)).squeeze(2)
+
+    with torch.no_grad():
+        rows, weights = x.detach(), atoms.detach()
+        residual, picks = rows, []
+        for _ in range(k):
+            picks.append((residual @ weights.T).abs_().argmax(dim=1))
+            picked = torch.stack(picks, dim=1)
+            codes = fit(rows, picked, weights)
+            residual = rows - (codes.unsqueeze(1) @ weights[picked]).squeeze(1)
+    return fit(x, picked, atoms), picked
+
+
 def batch_keep(values: Tensor, k: int) -> Tensor:
     """Mask of the ``k * rows`` largest of the (rows, c) ``values`` of a
     batch (BatchTopK, Bussmann et al. 2024): rows keep more or fewer than
