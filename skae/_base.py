@@ -586,9 +586,20 @@ class BaseSparseAutoencoder(
 
     def _map_batches(self, X, fn, n_out: int) -> np.ndarray:
         """``fn(module, batch)`` over X in order, gathered into one array."""
-        device = resolve_device(self.device, for_training=False)
         out = np.empty((X.shape[0], n_out), dtype=_output_dtype(X.dtype))
-        source = RowSource(X)
+        with self._inference_batches(X) as (module, batches):
+            start = 0
+            for x in batches:
+                stop = start + x.shape[0]
+                out[start:stop] = fn(module, x).cpu().numpy()
+                start = stop
+        return out
+
+    @contextmanager
+    def _inference_batches(self, X):
+        """``(module, batches)``: the fitted module ready for inference on the
+        inference device, and X's rows in order, in batches on that device."""
+        device = resolve_device(self.device, for_training=False)
         # Moved outside inference mode: parameters moved inside it would
         # become inference tensors that later training cannot use.
         module = self.module_.to(device)
@@ -596,17 +607,13 @@ class BaseSparseAutoencoder(
         # float64 copy of the weights, so each row's result does not depend
         # on which other rows share its batch (float32 GEMM kernels differ
         # in the last bit with the row's position).
-        dtype = torch.float64 if out.dtype == np.float64 else torch.float32
-        if dtype != torch.float32:
+        float64 = _output_dtype(X.dtype) == np.float64
+        dtype = torch.float64 if float64 else torch.float32
+        if float64:
             module = module_copy(module, dtype=dtype)
         with limited_threads(), torch.inference_mode():
             module.eval()
-            start = 0
-            for x in self._ordered_batches(source, device, dtype):
-                stop = start + x.shape[0]
-                out[start:stop] = fn(module, x).cpu().numpy()
-                start = stop
-        return out
+            yield module, self._ordered_batches(RowSource(X), device, dtype)
 
     def _ordered_batches(self, source, device, dtype=torch.float32):
         rows = self._inference_batch_rows()

@@ -24,8 +24,7 @@ from sklearn.utils._param_validation import HasMethods, Interval, validate_param
 from sklearn.utils.validation import check_array, check_is_fitted
 
 from ._base import BaseSparseAutoencoder, _output_dtype
-from ._engine.data import RowSource
-from ._engine.device import limited_threads, module_copy, resolve_device
+from ._engine.device import limited_threads, resolve_device
 
 _FLOATS = (np.float64, np.float32)
 # Entries of one block of cosines: 32 MiB in float64, whatever the dictionary.
@@ -44,25 +43,15 @@ def _code_batches(estimator, X) -> Iterator[Iterator[tuple[int, torch.Tensor]]]:
     check_is_fitted(estimator)
     encode = estimator._encoder()
     X = estimator._validate_X(X, reset=False)
-    device = resolve_device(estimator.device, for_training=False)
-    # Moved outside inference mode, as in transform: parameters moved inside
-    # it would become inference tensors that later training cannot use.
-    module = estimator.module_.to(device)
-    float64 = _output_dtype(X.dtype) == np.float64
-    dtype = torch.float64 if float64 else torch.float32
-    if float64:
-        module = module_copy(module, dtype=dtype)
-    source = RowSource(X)
+    with estimator._inference_batches(X) as (module, batches):
 
-    def batches() -> Iterator[tuple[int, torch.Tensor]]:
-        start = 0
-        for x in estimator._ordered_batches(source, device, dtype):
-            yield start, encode(module, x)
-            start += x.shape[0]
+        def codes() -> Iterator[tuple[int, torch.Tensor]]:
+            start = 0
+            for x in batches:
+                yield start, encode(module, x)
+                start += x.shape[0]
 
-    with limited_threads(), torch.inference_mode():
-        module.eval()
-        yield batches()
+        yield codes()
 
 
 @validate_params(
