@@ -8,6 +8,9 @@ over repeats:
 * ``time``       time to reach a stated explained variance, skae vs
   MiniBatchDictionaryLearning;
 * ``recovery``   dictionary recovery on synthetic data with known atoms;
+* ``anomaly``    novelty-detection ROC AUC of SparseAutoencoderOutlierDetector
+  vs IsolationForest, PCA reconstruction error and LocalOutlierFactor
+  (digits, breast cancer);
 * ``throughput`` training rows/s and its fraction of the machine's bound;
 * ``transform``  transform rows/s vs PCA.transform and OMP;
 * ``memory``     peak RSS of a streamed memmap fit vs an in-RAM fit;
@@ -24,13 +27,14 @@ import argparse
 import time
 
 from _common import RESULTS, write_results
-from suite_quality import frontier, recovery, time_to_quality
+from suite_quality import anomaly, frontier, recovery, time_to_quality
 from suite_speed import gpu, memory, throughput, transform_speed
 
 SECTIONS = {
     "frontier": frontier,
     "time": time_to_quality,
     "recovery": recovery,
+    "anomaly": anomaly,
     "throughput": throughput,
     "transform": transform_speed,
     "memory": memory,

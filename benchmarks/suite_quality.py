@@ -7,7 +7,9 @@ finds known atoms.
 * :func:`time_to_quality`: seconds of training until the held-out explained
   variance first reaches stated targets, skae vs MiniBatchDictionaryLearning;
 * :func:`recovery`: recovery of a known dictionary, with and without the
-  auxiliary loss that revives dead latents.
+  auxiliary loss that revives dead latents;
+* :func:`anomaly`: ROC AUC of novelty detection with skae's outlier detector
+  vs IsolationForest, PCA's reconstruction error and LocalOutlierFactor.
 
 Each returns ``(markdown report, JSON-serializable raw data)`` for ``run.py``
 and draws its plot into ``results/<section>.png``.
@@ -23,10 +25,19 @@ from pathlib import Path
 
 import numpy as np
 from _common import RESULTS, markdown
+from sklearn.datasets import load_breast_cancer, load_digits
 from sklearn.decomposition import PCA, MiniBatchDictionaryLearning
+from sklearn.ensemble import IsolationForest
+from sklearn.metrics import roc_auc_score
+from sklearn.neighbors import LocalOutlierFactor
 from sklearn.preprocessing import StandardScaler
 
-from skae import KLSparseAutoencoder, KSparseAutoencoder, L1SparseAutoencoder
+from skae import (
+    KLSparseAutoencoder,
+    KSparseAutoencoder,
+    L1SparseAutoencoder,
+    SparseAutoencoderOutlierDetector,
+)
 from skae.datasets import make_image_patches, make_sparse_signals
 from skae.inspect import dictionary_recovery
 
@@ -586,5 +597,241 @@ def recovery(*, quick: bool) -> tuple[str, object]:
         "rows": rows,
         "target_met": met,
         "best_cosines": {name: c.tolist() for name, c in cosines.items()},
+    }
+    return "\n\n".join(notes), data
+
+
+# ------------------------------------------------------------------ anomaly
+
+ANOMALY_SHARE = 0.1  # anomalies in the breast-cancer test sets
+
+
+class PCAReconstructionError(PCA):
+    """PCA whose ``score_samples`` is the negative squared reconstruction
+    error (PCA's own is a Gaussian log-likelihood)."""
+
+    def score_samples(self, X):
+        reconstruction = self.inverse_transform(self.transform(X))
+        return -np.square(X - reconstruction).sum(axis=1)
+
+
+def anomaly_detectors(n_features: int, epochs: int, seed: int) -> dict[str, object]:
+    """The compared detectors, sized for ``n_features``: twice as many
+    latents as features and k (and PCA's components) a quarter of them."""
+    width, k = 2 * n_features, max(2, n_features // 4)
+    return {
+        "SAE KSparse": SparseAutoencoderOutlierDetector(
+            KSparseAutoencoder(width, k=k, max_iter=epochs, random_state=seed)
+        ),
+        "SAE L1": SparseAutoencoderOutlierDetector(
+            L1SparseAutoencoder(width, max_iter=epochs, random_state=seed)
+        ),
+        "PCA error": PCAReconstructionError(k, random_state=seed),
+        "IsolationForest": IsolationForest(random_state=seed),
+        "LOF(novelty=True)": LocalOutlierFactor(novelty=True),
+    }
+
+
+def novelty_split(
+    X_normal: np.ndarray, X_anomalous: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training rows (70% of the normal ones), test rows (the other normal
+    ones, then the anomalous ones) and the test rows' anomaly flags, both
+    standardized with the training rows' statistics."""
+    order = np.random.RandomState(seed).permutation(len(X_normal))
+    n_train = round(0.7 * len(X_normal))
+    X_train, X_test = X_normal[order[:n_train]], X_normal[order[n_train:]]
+    scaler = StandardScaler().fit(X_train)
+    X_test = np.vstack([X_test, X_anomalous])
+    is_anomaly = np.arange(len(X_test)) >= len(X_test) - len(X_anomalous)
+    return (
+        scaler.transform(X_train).astype(np.float32),
+        scaler.transform(X_test).astype(np.float32),
+        is_anomaly,
+    )
+
+
+def anomaly_run(X_train, X_test, is_anomaly, epochs: int, seed: int) -> dict:
+    """Every detector's test ROC AUC and fit seconds, and for skae's detectors
+    the share of training rows, test normals and test anomalies that
+    contamination='auto' flags."""
+    result = {}
+    for name, detector in anomaly_detectors(X_train.shape[1], epochs, seed).items():
+        fit_s = timed(lambda detector=detector: detector.fit(X_train))
+        # Minus the normality: higher means more anomalous.
+        auc = roc_auc_score(is_anomaly, -detector.score_samples(X_test))
+        result[name] = {"auc": float(auc), "fit_s": fit_s}
+        if isinstance(detector, SparseAutoencoderOutlierDetector):
+            flagged = detector.predict(X_test) == -1
+            result[name]["flagged_train"] = float(
+                np.mean(detector.predict(X_train) == -1)
+            )
+            result[name]["flagged_normal"] = float(flagged[~is_anomaly].mean())
+            result[name]["flagged_anomaly"] = float(flagged[is_anomaly].mean())
+    return result
+
+
+def median_of(runs: list[dict], method: str, key: str) -> float:
+    return statistics.median(run[method][key] for run in runs)
+
+
+def digits_runs(digits: tuple[int, ...], repeats: int, epochs: int) -> dict:
+    """Runs per held-out digit, one per seed: trained on the other digits."""
+    X, y = load_digits(return_X_y=True)
+    return {
+        digit: [
+            anomaly_run(
+                *novelty_split(X[y != digit], X[y == digit], seed), epochs, seed
+            )
+            for seed in range(repeats)
+        ]
+        for digit in digits
+    }
+
+
+def cancer_runs(repeats: int, epochs: int) -> list[dict]:
+    """Runs with benign tumours as normal rows and a fresh draw of malignant
+    ones, ANOMALY_SHARE of each test set, as anomalies."""
+    X, y = load_breast_cancer(return_X_y=True)
+    benign, malignant = X[y == 1], X[y == 0]
+    n_test_normal = len(benign) - round(0.7 * len(benign))
+    n_anomalous = round(n_test_normal * ANOMALY_SHARE / (1 - ANOMALY_SHARE))
+    runs = []
+    for seed in range(repeats):
+        rng = np.random.RandomState(seed)
+        drawn = malignant[rng.choice(len(malignant), n_anomalous, replace=False)]
+        runs.append(anomaly_run(*novelty_split(benign, drawn, seed), epochs, seed))
+    return runs
+
+
+def anomaly_tables(digit_runs: dict, cancer: list[dict]) -> list[str]:
+    methods = list(cancer[0])
+    per_digit = [
+        {"held out": str(digit)} | {m: median_of(runs, m, "auc") for m in methods}
+        for digit, runs in digit_runs.items()
+    ]
+    per_digit.append(
+        {"held out": "mean"}
+        | {m: statistics.mean(row[m] for row in per_digit) for m in methods}
+    )
+    cancer_rows = []
+    for m in methods:
+        q1, median, q3 = np.percentile([run[m]["auc"] for run in cancer], [25, 50, 75])
+        cancer_rows.append(
+            {"method": m, "median AUC": median, "quartiles": f"{q1:.3f}-{q3:.3f}"}
+        )
+    all_digit_runs = [run for runs in digit_runs.values() for run in runs]
+    auto_rows = [
+        {
+            "data": data,
+            "detector": m,
+            "flagged training rows": median_of(runs, m, "flagged_train"),
+            "flagged test normals": median_of(runs, m, "flagged_normal"),
+            "flagged test anomalies": median_of(runs, m, "flagged_anomaly"),
+        }
+        for data, runs in (("digits", all_digit_runs), ("breast cancer", cancer))
+        for m in methods
+        if "flagged_normal" in runs[0][m]
+    ]
+    fit_rows = [
+        {
+            "method": m,
+            "digits fit s": median_of(all_digit_runs, m, "fit_s"),
+            "breast cancer fit s": median_of(cancer, m, "fit_s"),
+        }
+        for m in methods
+    ]
+    return [
+        "### digits: ROC AUC per held-out digit\n\n" + markdown(per_digit),
+        "### breast cancer: ROC AUC, malignant as the anomaly\n\n"
+        + markdown(cancer_rows),
+        "### skae's detectors with contamination='auto'\n\n"
+        "Median share of the rows that `predict` flags as outliers (Tukey's "
+        "fence on the training rows' reconstruction distances). The models "
+        "reconstruct their training rows best, so more test normals than "
+        "training rows lie beyond the fence:\n\n" + markdown(auto_rows),
+        "### median fit seconds\n\n" + markdown(fit_rows),
+    ]
+
+
+def plot_anomaly(digit_runs: dict) -> Path | None:
+    plt = pyplot()
+    if plt is None:
+        return None
+    methods = list(next(iter(digit_runs.values()))[0])
+    digits = list(digit_runs)
+    fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(digits) + 3), 4))
+    step = 0.8 / len(methods)
+    lowest = 1.0
+    for i, method in enumerate(methods):
+        aucs = [median_of(digit_runs[d], method, "auc") for d in digits]
+        lowest = min(lowest, *aucs)
+        ax.bar(
+            np.arange(len(digits)) + (i - len(methods) / 2 + 0.5) * step,
+            aucs,
+            step,
+            label=method,
+        )
+    ax.axhline(0.5, color="gray", linestyle=":", lw=1)
+    ax.set_xticks(np.arange(len(digits)), [str(d) for d in digits])
+    ax.set_xlabel("held-out digit (the anomaly)")
+    ax.set_ylabel("ROC AUC, median over seeds")
+    ax.set_ylim(min(0.4, lowest - 0.05), 1.0)
+    ax.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_title("Novelty detection on the digits")
+    fig.tight_layout()
+    path = save(fig, "anomaly")
+    plt.close(fig)
+    return path
+
+
+def anomaly(*, quick: bool) -> tuple[str, object]:
+    """ROC AUC of skae's outlier detector against IsolationForest, PCA's
+    reconstruction error and LocalOutlierFactor, on two novelty tasks."""
+    digits = (0, 4, 9) if quick else tuple(range(10))
+    digit_repeats, cancer_repeats = (2, 5) if quick else (3, 20)
+    epochs = 20 if quick else 30
+    warm_up()
+    digit_runs = digits_runs(digits, digit_repeats, epochs)
+    cancer = cancer_runs(cancer_repeats, epochs)
+    path = plot_anomaly(digit_runs)
+    notes = [
+        "Novelty detection: every detector fits the training rows, all "
+        "normal, and scores a test set of held-out normal rows and anomalies; "
+        "the table gives the ROC AUC of telling them apart (0.5 is chance). "
+        "Features are standardized with a StandardScaler fit on the training "
+        "rows. **digits**: `load_digits` (64 pixels); each digit in turn "
+        f"({', '.join(map(str, digits))}) is the anomaly, the detectors fit a "
+        "random 70% of the other digits' images, and the test set is the "
+        "other 30% plus every image of the held-out digit; median over "
+        f"{digit_repeats} seeds (split and model). **breast cancer**: "
+        "`load_breast_cancer` (30 features, bundled with scikit-learn); the "
+        "detectors fit a random 70% of the benign tumours, and the test set "
+        "is the other 30% plus malignant tumours drawn at random to make "
+        f"{ANOMALY_SHARE:.0%} of it; median and quartiles over "
+        f"{cancer_repeats} seeds.",
+        "Detectors, untuned: **SAE KSparse** and **SAE L1** are "
+        "`SparseAutoencoderOutlierDetector` (contamination='auto') around a "
+        "KSparseAutoencoder with 2 x n_features latents and k = n_features / 4 "
+        "(128 latents, k=16 on the digits; 60, k=7 on breast cancer) and "
+        "around an L1SparseAutoencoder with 2 x n_features latents and "
+        f"alpha=1, {epochs} epochs each, other parameters at their defaults; "
+        "**PCA error**: PCA with n_features / 4 components (16; 7), scored by "
+        "minus its squared reconstruction error as skae's detectors are; "
+        "IsolationForest and "
+        "LocalOutlierFactor(novelty=True) with their defaults. One warm-up "
+        "fit runs first; fit seconds are medians over all runs of a data set.",
+    ]
+    notes += anomaly_tables(digit_runs, cancer)
+    if path is not None:
+        notes.append(f"Plot: `{path.name}` (ROC AUC per held-out digit).")
+    data = {
+        "digits": list(digits),
+        "digit_repeats": digit_repeats,
+        "cancer_repeats": cancer_repeats,
+        "epochs": epochs,
+        "anomaly_share": ANOMALY_SHARE,
+        "digit_runs": {str(d): runs for d, runs in digit_runs.items()},
+        "cancer_runs": cancer,
     }
     return "\n\n".join(notes), data

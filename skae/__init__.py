@@ -5,6 +5,7 @@ from ._conv import ConvSparseAutoencoder
 from ._kl import KLSparseAutoencoder
 from ._ksparse import KSparseAutoencoder
 from ._l1 import L1SparseAutoencoder
+from ._outlier import SparseAutoencoderOutlierDetector
 from ._stacked import StackedSparseAutoencoder
 
 __version__ = "0.1.0.dev0"
@@ -15,6 +16,7 @@ __all__ = [
     "KLSparseAutoencoder",
     "KSparseAutoencoder",
     "L1SparseAutoencoder",
+    "SparseAutoencoderOutlierDetector",
     "StackedSparseAutoencoder",
     "__version__",
 ]

@@ -8,6 +8,9 @@ unfamiliar ones worse, so its reconstruction error is an anomaly score.
 skae's :meth:`~skae.KSparseAutoencoder.score_samples` returns the negative
 squared reconstruction error of every sample: as for scikit-learn's outlier
 detectors, higher means more normal.
+:class:`~skae.SparseAutoencoderOutlierDetector` wraps an autoencoder into an
+outlier detector with that score and a threshold, so that ``predict`` labels
+samples as inliers (+1) or outliers (-1).
 
 This example trains on the digits 0 to 8 of :func:`~sklearn.datasets.load_digits`
 and asks each model to tell held-out normal digits from the unseen digit 9.
@@ -33,7 +36,7 @@ from sklearn.ensemble import IsolationForest
 from sklearn.metrics import RocCurveDisplay, roc_auc_score
 from sklearn.model_selection import train_test_split
 
-from skae import KSparseAutoencoder
+from skae import KSparseAutoencoder, SparseAutoencoderOutlierDetector
 
 X, y = load_digits(return_X_y=True)
 X = X / 16
@@ -55,7 +58,9 @@ def novelty_split(held_out):
 # ----------------------
 #
 # All three scores follow scikit-learn's convention that higher is more
-# normal. The autoencoder has 128 latents, of which each image uses at most
+# normal. The autoencoder, inside a
+# :class:`~skae.SparseAutoencoderOutlierDetector` whose ``score_samples`` is
+# the autoencoder's, has 128 latents, of which each image uses at most
 # ``k=16``; PCA keeps 16 components, the same number of non-zeros per image,
 # and its score is minus the squared error of its reconstruction (PCA's own
 # ``score_samples`` is a Gaussian log-likelihood, a different score).
@@ -73,8 +78,8 @@ class PCAReconstruction(PCA):
 
 def make_detectors():
     return {
-        "KSparse(128, k=16)": KSparseAutoencoder(
-            n_components=128, k=16, max_iter=30, random_state=0
+        "KSparse(128, k=16)": SparseAutoencoderOutlierDetector(
+            KSparseAutoencoder(n_components=128, k=16, max_iter=30, random_state=0)
         ),
         "PCA(16) error": PCAReconstruction(n_components=16, random_state=0),
         "IsolationForest": IsolationForest(random_state=0),
@@ -82,13 +87,15 @@ def make_detectors():
 
 
 def anomaly_scores(held_out):
-    """Anomaly scores (minus normality) of every detector on one split."""
+    """Anomaly scores (minus normality) of every detector on one split, and
+    the fitted detectors."""
     X_train, X_test, y_test = novelty_split(held_out)
+    detectors = make_detectors()
     scores = {
         name: -detector.fit(X_train).score_samples(X_test)
-        for name, detector in make_detectors().items()
+        for name, detector in detectors.items()
     }
-    return scores, y_test == held_out
+    return scores, y_test == held_out, detectors
 
 
 # %%
@@ -100,7 +107,7 @@ def anomaly_scores(held_out):
 # area under it (AUC) is the probability that a random anomaly scores higher
 # than a random normal sample.
 
-scores, is_anomaly = anomaly_scores(held_out=9)
+scores, is_anomaly, detectors = anomaly_scores(held_out=9)
 
 fig, ax = plt.subplots(figsize=(5, 5))
 for name, score in scores.items():
@@ -130,6 +137,29 @@ fig.suptitle("Largest reconstruction errors")
 fig.tight_layout()
 
 # %%
+# Labels from a threshold
+# -----------------------
+#
+# A ROC curve needs no threshold; labelling each image as normal or not
+# does. The detector sets one when it fits: with the default
+# ``contamination='auto'``, an image is an outlier when its reconstruction
+# distance ``||x - x_hat||`` lies beyond Tukey's fence of the training
+# images' distances (upper quartile plus 1.5 interquartile ranges). A float
+# ``contamination`` would instead flag that share of the training images.
+# The autoencoder reconstructs its training images better than new ones, so
+# it flags a larger share of the normal test digits than of the training
+# digits.
+
+detector = detectors["KSparse(128, k=16)"]
+X_train = novelty_split(held_out=9)[0]
+flagged = detector.predict(X_test) == -1
+print(
+    f"flagged as outliers: {flagged[is_anomaly].mean():.0%} of the 9s, "
+    f"{flagged[~is_anomaly].mean():.0%} of the normal test digits, "
+    f"{np.mean(detector.predict(X_train) == -1):.0%} of the training digits"
+)
+
+# %%
 # Every digit held out in turn
 # ----------------------------
 #
@@ -139,7 +169,7 @@ fig.tight_layout()
 
 results = {9: (scores, is_anomaly)}  # computed above
 for digit in range(9):
-    results[digit] = anomaly_scores(digit)
+    results[digit] = anomaly_scores(digit)[:2]
 names = list(make_detectors())
 aucs = np.array(
     [
