@@ -11,6 +11,8 @@ over repeats:
 * ``anomaly``    novelty-detection ROC AUC of SparseAutoencoderOutlierDetector
   vs IsolationForest, PCA reconstruction error and LocalOutlierFactor
   (digits, breast cancer);
+* ``variants``   BatchTopK, matching pursuit and Matryoshka dictionaries
+  beside the plain top-k and MiniBatchDictionaryLearning + OMP;
 * ``throughput`` training rows/s and its fraction of the machine's bound;
 * ``transform``  transform rows/s vs PCA.transform and OMP;
 * ``memory``     peak RSS of a streamed memmap fit vs an in-RAM fit;
@@ -29,12 +31,14 @@ import time
 from _common import RESULTS, write_results
 from suite_quality import anomaly, frontier, recovery, time_to_quality
 from suite_speed import gpu, memory, throughput, transform_speed
+from suite_variants import variants
 
 SECTIONS = {
     "frontier": frontier,
     "time": time_to_quality,
     "recovery": recovery,
     "anomaly": anomaly,
+    "variants": variants,
     "throughput": throughput,
     "transform": transform_speed,
     "memory": memory,
