@@ -2,6 +2,7 @@
 
 from ._base import BaseSparseAutoencoder
 from ._conv import ConvSparseAutoencoder
+from ._jumprelu import JumpReLUSparseAutoencoder
 from ._kl import KLSparseAutoencoder
 from ._ksparse import KSparseAutoencoder
 from ._l1 import L1SparseAutoencoder
@@ -13,6 +14,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "BaseSparseAutoencoder",
     "ConvSparseAutoencoder",
+    "JumpReLUSparseAutoencoder",
     "KLSparseAutoencoder",
     "KSparseAutoencoder",
     "L1SparseAutoencoder",

@@ -4,6 +4,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skae import (
     ConvSparseAutoencoder,
+    JumpReLUSparseAutoencoder,
     KLSparseAutoencoder,
     KSparseAutoencoder,
     L1SparseAutoencoder,
@@ -16,6 +17,7 @@ from skae import (
 ESTIMATORS = [
     KSparseAutoencoder(n_components=8, k=1, max_iter=5),
     L1SparseAutoencoder(n_components=8, max_iter=5),
+    JumpReLUSparseAutoencoder(n_components=8, max_iter=5),
     KLSparseAutoencoder(n_components=8, max_iter=5),
     StackedSparseAutoencoder(hidden_layer_sizes=(8, 4), max_iter=3),
     StackedSparseAutoencoder(
