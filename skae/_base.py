@@ -218,7 +218,7 @@ class BaseSparseAutoencoder(
             train_rows, val_rows = resumed.rows
         split = (train_rows, val_rows)
         train_rows = self._share_of(train_rows)
-        with limited_threads():
+        with limited_threads(self._batch_work(self.batch_size, source.n_features)):
             if incremental:
                 module = self.module_.to(device)
                 start_attributes = _plain_attributes(module)
@@ -611,9 +611,15 @@ class BaseSparseAutoencoder(
         dtype = torch.float64 if float64 else torch.float32
         if float64:
             module = module_copy(module, dtype=dtype)
-        with limited_threads(), torch.inference_mode():
+        work = self._batch_work(self._inference_batch_rows(), X.shape[1])
+        with limited_threads(work), torch.inference_mode():
             module.eval()
             yield module, self._ordered_batches(RowSource(X), device, dtype)
+
+    def _batch_work(self, n_rows: int, n_features: int) -> int:
+        """Multiply-adds of a forward pass over ``n_rows`` rows, roughly: an
+        encoder and a decoder of ``n_features`` by the code width."""
+        return 2 * n_rows * n_features * self._n_features_out
 
     def _ordered_batches(self, source, device, dtype=torch.float32):
         rows = self._inference_batch_rows()

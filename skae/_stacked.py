@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from numbers import Integral, Real
 
 import numpy as np
@@ -239,6 +240,10 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
                 "warm_start continues a fitted stack by end-to-end training, which "
                 "fine_tune=False turns off; set fine_tune=True or warm_start=False."
             )
+
+    def _batch_work(self, n_rows: int, n_features: int) -> int:
+        sizes = [n_features, *self.hidden_layer_sizes]
+        return 2 * n_rows * sum(a * b for a, b in pairwise(sizes))
 
     def _width(self) -> int:
         return self._sizes()[-1]

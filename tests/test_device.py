@@ -48,6 +48,23 @@ def test_torch_threads_follow_threadpoolctl_limits(sparse_data, monkeypatch):
     assert torch.get_num_threads() == before
 
 
+def test_small_models_train_on_one_thread(sparse_data, monkeypatch):
+    seen = []
+    original = skae._engine.training.train_epoch
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(skae._engine.training, "train_epoch", spy)
+    budget = thread_budget()
+    # 2 * 256 rows * 32 features * 64 latents: far below SMALL_WORK.
+    KSparseAutoencoder(n_components=64, k=2, max_iter=1).fit(sparse_data)
+    # 2 * 256 * 32 * 1024 = 2**24: the whole budget.
+    KSparseAutoencoder(n_components=1024, k=2, max_iter=1).fit(sparse_data)
+    assert seen == [1, budget]
+
+
 def test_joblib_workers_get_their_share_of_the_cores():
     budgets = Parallel(n_jobs=2)(delayed(thread_budget)() for _ in range(2))
     import joblib

@@ -68,7 +68,8 @@ def test_cpu_copy_copies_every_tensor_to_host(fitted):
     for name, tensor in module.state_dict().items():
         twin = copied.state_dict()[name]
         assert twin.device.type == "cpu"
-        assert torch.equal(twin, tensor)
+        # NaN marks what a mode never set (a row-mode model's threshold).
+        torch.testing.assert_close(twin, tensor, rtol=0, atol=0, equal_nan=True)
         assert twin.data_ptr() != tensor.data_ptr()
     assert all(p.requires_grad for p in copied.parameters())
     assert copied.rule is not module.rule and copied.rule.k == module.rule.k
