@@ -156,6 +156,7 @@ MODELS = {
     "kl": "KLSparseAutoencoder",
     "stacked": "StackedSparseAutoencoder",
     "conv": "ConvSparseAutoencoder",
+    "jumprelu": "JumpReLUSparseAutoencoder",
 }
 
 

@@ -16,6 +16,11 @@ from skae import (
 # (sklearn's own suite sets such dependent parameters the same way).
 ESTIMATORS = [
     KSparseAutoencoder(n_components=8, k=1, max_iter=5),
+    # The top-k variants; a Matryoshka prefix of 1 fits any n_components.
+    KSparseAutoencoder(n_components=8, k=1, k_mode="batch", max_iter=5),
+    KSparseAutoencoder(n_components=8, k=1, encoder="mp", max_iter=5),
+    KSparseAutoencoder(n_components=8, k=1, encoder="omp", max_iter=5),
+    KSparseAutoencoder(n_components=8, k=1, matryoshka_sizes=(1,), max_iter=5),
     L1SparseAutoencoder(n_components=8, max_iter=5),
     JumpReLUSparseAutoencoder(n_components=8, max_iter=5),
     KLSparseAutoencoder(n_components=8, max_iter=5),
