@@ -251,6 +251,11 @@ class ConvSparseAutoencoder(BaseSparseAutoencoder):
         rows, cols = self._grid()
         return self.module_.n_components * rows * cols
 
+    def _batch_work(self, n_rows: int, n_features: int) -> int:
+        # Every map at every position: more than the convolutions' real work,
+        # so that no convolutional model is taken for a small one.
+        return 2 * n_rows * n_features * self._decoder_width()
+
     def _decoder_width(self) -> int:
         """Unpooled code columns; also sizes inference batches during fit."""
         n_maps = self.module_.n_components if hasattr(self, "module_") else None
