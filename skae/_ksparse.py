@@ -184,6 +184,11 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
     ):
         self._store_params(locals())
 
+    def __setstate__(self, state: dict) -> None:
+        # Models pickled before k_mode, encoder and matryoshka_sizes existed.
+        defaults = {"k_mode": "row", "encoder": "linear", "matryoshka_sizes": None}
+        super().__setstate__(defaults | state)
+
     def _check_params(self) -> None:
         if self.k > self.n_components:
             raise ValueError(
@@ -236,7 +241,8 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
     def _set_fitted_state(self, module, optimizer, dtype, history, incremental):
         super()._set_fitted_state(module, optimizer, dtype, history, incremental)
         self.input_scale_ = module.input_scale
-        self.threshold_ = float(module.threshold)
+        batch = module.selection == "batch"
+        self.threshold_ = float(module.threshold) if batch else math.nan
 
     def _aux_k(self, n_features: int) -> int:
         if self.aux_k == "auto":
@@ -298,7 +304,10 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
         """
         check_is_fitted(self)
         width = self.components_.shape[0]
-        if not isinstance(n_components, Integral) or not 1 <= n_components <= width:
+        integer = isinstance(n_components, Integral) and not isinstance(
+            n_components, bool
+        )
+        if not integer or not 1 <= n_components <= width:
             raise ValueError(
                 f"n_components={n_components!r} must be an integer from 1 to the "
                 f"fitted model's {width}."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from numbers import Real
 
 import numpy as np
@@ -186,7 +187,11 @@ class SparseAutoencoderOutlierDetector(OutlierMixin, BaseEstimator):
         """
         check_is_fitted(self)
         _check_shape(X, self, reset=False)
-        return self.estimator_.score_samples(X)
+        with warnings.catch_warnings():
+            # The detector has just checked X's feature names: one warning.
+            warnings.filterwarnings("ignore", message="X does not have valid feature")
+            warnings.filterwarnings("ignore", message="X has feature names")
+            return self.estimator_.score_samples(X)
 
     def decision_function(self, X):
         """Score of each row relative to the threshold.

@@ -242,7 +242,7 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
             )
 
     def _batch_work(self, n_rows: int, n_features: int) -> int:
-        sizes = [n_features, *self.hidden_layer_sizes]
+        sizes = [n_features, *self._sizes()]
         return 2 * n_rows * sum(a * b for a, b in pairwise(sizes))
 
     def _width(self) -> int:

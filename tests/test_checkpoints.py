@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 
 import skae._engine.checkpoint
 import skae._engine.training
@@ -247,3 +248,15 @@ def test_fractional_interval_saves_inside_epochs(sparse_data, tmp_path, monkeypa
 def test_bad_checkpoint_intervals_are_refused(sparse_data, tmp_path, interval):
     with pytest.raises(ValueError, match="checkpoint_interval"):
         model(tmp_path / "c.ckpt", checkpoint_interval=interval).fit(sparse_data)
+
+
+def test_a_diverging_run_never_saves_nan_weights_mid_epoch(sparse_data, tmp_path):
+    from skae._engine.training import TrainingDivergedError
+
+    path = tmp_path / "run.ckpt"
+    params = {"learning_rate": 1e38, "batch_size": 100, "checkpoint_interval": 0.5}
+    with pytest.raises(TrainingDivergedError, match="diverged"):
+        model(path, **params).fit(sparse_data)
+    if path.exists():  # any checkpoint written holds finite weights
+        for weights in load_checkpoint(path).module.parameters():
+            assert torch.isfinite(weights).all()

@@ -108,3 +108,70 @@ def test_ddp_with_two_gloo_processes_trains_one_model(sparse_data, tmp_path):
     pca = PCA(n_components=3).fit(X)
     assert ranks[0]["score"] > pca.explained_variance_ratio_.sum() + 0.1
     assert (tmp_path / "run.ckpt").exists()  # written by rank 0
+
+
+def _ddp_resume_worker(rank, world_size, tmp_dir, mode):
+    """Fit with a gloo group: whole, Ctrl-C at step 7 of epoch 2, or resumed."""
+    import warnings
+    from pathlib import Path
+
+    import torch.distributed as dist
+
+    import skae._engine.training
+
+    tmp = Path(tmp_dir)
+    dist.init_process_group(
+        "gloo",
+        init_method=f"file://{tmp / f'rendezvous-{mode}'}",
+        rank=rank,
+        world_size=world_size,
+    )
+    if mode == "interrupted":  # every process stops at the same step
+        original, steps = skae._engine.training.objective, []
+
+        def interrupted(module, x):
+            if module.training:
+                steps.append(1)
+                if len(steps) == 17:  # 10 steps an epoch per process
+                    raise KeyboardInterrupt
+            return original(module, x)
+
+        skae._engine.training.objective = interrupted
+    X = np.load(tmp / "X.npy")
+    # Every other row scaled up, so that the two shards' losses differ.
+    X[::2] *= 5
+    sae = KSparseAutoencoder(
+        n_components=16,
+        k=3,
+        max_iter=3,
+        batch_size=50,
+        tol=0.0,
+        random_state=0,
+        device="cpu",
+        checkpoint_path=None if mode == "whole" else tmp / "run.ckpt",
+        checkpoint_interval=0.25,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the interruption's
+        sae.fit(X)
+    np.savez(
+        tmp / f"{mode}{rank}.npz",
+        loss=np.array(sae.loss_curve_),
+        components=sae.components_,
+    )
+    dist.destroy_process_group()
+
+
+def test_ddp_resumes_from_the_middle_of_an_epoch(sparse_data, tmp_path):
+    import torch.multiprocessing as mp
+
+    np.save(tmp_path / "X.npy", sparse_data[:1000].astype(np.float32))
+    for mode in ("whole", "interrupted", "resumed"):
+        mp.spawn(_ddp_resume_worker, args=(2, str(tmp_path), mode), nprocs=2)
+    for rank in range(2):
+        whole = np.load(tmp_path / f"whole{rank}.npz")
+        resumed = np.load(tmp_path / f"resumed{rank}.npz")
+        # The epoch resumed part-way reports the loss over every process's rows.
+        np.testing.assert_allclose(resumed["loss"], whole["loss"], rtol=1e-6)
+        np.testing.assert_array_equal(resumed["components"], whole["components"])
+    assert len(np.load(tmp_path / "interrupted0.npz")["loss"]) == 1

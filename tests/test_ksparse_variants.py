@@ -165,7 +165,7 @@ def test_truncate_keeps_the_prefix_and_leaves_the_model(sparse_data):
     assert sae.truncate(64).n_components == 64
 
 
-@pytest.mark.parametrize("size", [0, 65, 2.5])
+@pytest.mark.parametrize("size", [0, 65, 2.5, True])
 def test_truncate_rejects_bad_sizes(sparse_data, size):
     sae = fast(max_iter=1).fit(sparse_data)
     with pytest.raises(ValueError, match="must be an integer from 1 to"):
@@ -184,3 +184,26 @@ def test_variants_repeat_with_a_seed(sparse_data):
         first = fast(max_iter=3, **params).fit_transform(sparse_data)
         second = fast(max_iter=3, **params).fit_transform(sparse_data)
         np.testing.assert_array_equal(first, second)
+
+
+def test_threshold_is_nan_once_back_in_row_mode(sparse_data):
+    sae = fast(k_mode="batch", warm_start=True, max_iter=2).fit(sparse_data)
+    assert sae.threshold_ > 0
+    assert np.isnan(sae.set_params(k_mode="row").fit(sparse_data).threshold_)
+
+
+def test_models_pickled_before_the_variants_still_load(sparse_data):
+    import pickle
+
+    sae = fast(max_iter=2).fit(sparse_data)
+    codes = sae.transform(sparse_data)
+    # What a model pickled before the variants lacked.
+    for name in ("k_mode", "encoder", "matryoshka_sizes"):
+        delattr(sae, name)
+    for name in ("selection", "prefix_sizes"):
+        delattr(sae.module_, name)
+    del sae.module_._buffers["threshold"]
+    loaded = pickle.loads(pickle.dumps(sae))
+    np.testing.assert_array_equal(loaded.transform(sparse_data), codes)
+    assert loaded.get_params()["k_mode"] == "row"
+    loaded.partial_fit(sparse_data)

@@ -183,3 +183,8 @@ def test_infinite_layer_weight_is_rejected(digits):
         ValueError, match="every value of layer_weights must be a finite"
     ):
         stack(layer_weights=[np.inf, 1.0]).fit(digits[0])
+
+
+def test_nested_layer_sizes_are_flattened(sparse_data):
+    sae = StackedSparseAutoencoder(hidden_layer_sizes=[[8, 4]], max_iter=1)
+    assert sae.fit_transform(sparse_data[:100]).shape == (100, 4)

@@ -270,6 +270,14 @@ class TopKAutoencoder(LinearAutoencoder):
         # a model trained on a GPU loads where there is none.
         return {**super().__getstate__(), "_dead": None}
 
+    def __setstate__(self, state: dict) -> None:
+        # Modules pickled before the selection modes and Matryoshka prefixes.
+        state = {"selection": "row", "prefix_sizes": ()} | state
+        buffers = state["_buffers"]
+        if "threshold" not in buffers:
+            buffers["threshold"] = torch.tensor(math.nan)
+        super().__setstate__(state)
+
     @property
     def k(self) -> int:
         return self.rule.k

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from .distributed import sum_across, unwrap
+from .distributed import is_main_process, sum_across, unwrap
 
 Batches = Callable[[], Iterable[Tensor]]
 
@@ -249,11 +249,19 @@ def train(
             batches = train_batches()
             if resume is not None:
                 batches = itertools.islice(batches, resume.steps, None)
+                if not is_main_process():
+                    # The saved loss is every process's: rank 0 carries it on.
+                    resume = PartialEpoch(resume.steps, resume.loss_sum * 0, 0, None)
 
-            def save_part(steps: int, loss_sum: Tensor, rows: int) -> None:
-                state.partial = PartialEpoch(
-                    steps, loss_sum.detach().clone(), rows, state.epoch_rng_state
-                )
+            def save_part(
+                steps: int, loss_sum: Tensor, rows: int, epoch: int = epoch
+            ) -> None:
+                loss_sum = sum_across(loss_sum.detach().clone())
+                rows = int(sum_across(loss_sum.new_tensor(float(rows))))
+                if not (math.isfinite(float(loss_sum)) and is_finite(core)):
+                    raise _diverged(float(loss_sum) / rows, epoch)
+                rng_state = state.epoch_rng_state
+                state.partial = PartialEpoch(steps, loss_sum, rows, rng_state)
                 on_epoch_end(state)
 
             loss = train_epoch(
