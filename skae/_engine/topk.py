@@ -167,14 +167,23 @@ def orthogonal_matching_pursuit(
         return torch.linalg.solve(gram, chosen @ rows.unsqueeze(2)).squeeze(2)
 
     with torch.no_grad():
-        rows, weights = x.detach(), atoms.detach()
-        residual, picks = rows, []
+        # The picks, with Gram-Schmidt: what is left of a row is its part
+        # orthogonal to an orthonormal basis of the atoms picked so far, one
+        # product per step instead of a least-squares solve.
+        weights = atoms.detach()
+        residual, picks, basis = x.detach(), [], []
         for _ in range(k):
-            picks.append((residual @ weights.T).abs_().argmax(dim=1))
-            picked = torch.stack(picks, dim=1)
-            codes = fit(rows, picked, weights)
-            residual = rows - (codes.unsqueeze(1) @ weights[picked]).squeeze(1)
-    return fit(x, picked, atoms), picked
+            picked = (residual @ weights.T).abs_().argmax(dim=1)
+            picks.append(picked)
+            direction = weights[picked]
+            for unit in basis:
+                direction = direction - (direction * unit).sum(1, keepdim=True) * unit
+            norm = direction.norm(dim=1, keepdim=True)
+            # An atom already in the span adds no direction (norm ~ 0).
+            unit = direction / norm.clamp_min(1e-6) * (norm > 1e-6)
+            basis.append(unit)
+            residual = residual - (residual * unit).sum(1, keepdim=True) * unit
+    return fit(x, torch.stack(picks, dim=1), atoms), torch.stack(picks, dim=1)
 
 
 def batch_keep(values: Tensor, k: int) -> Tensor:
