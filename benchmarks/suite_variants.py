@@ -31,6 +31,10 @@ from skae import KSparseAutoencoder
 WIDTH = 256
 K = 8
 PREFIXES = (32, 64, 128)
+# The pursuit encoders train on large batches, with a step to match: on 50,000
+# patches, 20 epochs of them reached the error of 30 at batch 256 in 60% of
+# the time (FVU 0.108 in 5.9 s against 0.107 in 10.2 s, for MBDL+OMP's 0.104).
+PURSUIT = {"batch_size": 2048, "learning_rate": 6e-3}
 
 
 def settings(quick: bool) -> dict:
@@ -38,18 +42,19 @@ def settings(quick: bool) -> dict:
         "n_train": 10_000 if quick else 50_000,
         "n_test": 2_000 if quick else 10_000,
         "epochs": 20 if quick else 30,
+        "pursuit_epochs": 20,
         "mbdl_max_iter": 10 if quick else 20,
         "seeds": (0,) if quick else (0, 1, 2),
     }
 
 
-def models(epochs: int, mbdl_max_iter: int, seed: int) -> dict:
+def models(epochs: int, mbdl_max_iter: int, seed: int, pursuit_epochs: int) -> dict:
     """The methods of the table, unfitted, by name."""
+    pursuit = PURSUIT | {"max_iter": pursuit_epochs}
 
     def ksparse(**params):
-        return KSparseAutoencoder(
-            WIDTH, k=K, max_iter=epochs, random_state=seed, **params
-        )
+        params = {"max_iter": epochs, "random_state": seed} | params
+        return KSparseAutoencoder(WIDTH, k=K, **params)
 
     return {
         "MBDL+OMP": MiniBatchDictionaryLearning(
@@ -61,8 +66,8 @@ def models(epochs: int, mbdl_max_iter: int, seed: int) -> dict:
         ),
         "KSparse (row top-k)": ksparse(),
         "KSparse k_mode='batch'": ksparse(k_mode="batch"),
-        "KSparse encoder='mp'": ksparse(encoder="mp"),
-        "KSparse encoder='omp'": ksparse(encoder="omp"),
+        "KSparse encoder='mp'": ksparse(encoder="mp", **pursuit),
+        "KSparse encoder='omp'": ksparse(encoder="omp", **pursuit),
         f"KSparse matryoshka {PREFIXES}": ksparse(matryoshka_sizes=PREFIXES),
     }
 
@@ -143,7 +148,12 @@ def variants(*, quick: bool) -> tuple[str, object]:
         X_train, X_test = standardized_split(X, config["n_test"])
         runs, prefix_runs = [], []
         for seed in config["seeds"]:
-            fitted = models(config["epochs"], config["mbdl_max_iter"], seed)
+            fitted = models(
+                config["epochs"],
+                config["mbdl_max_iter"],
+                seed,
+                config["pursuit_epochs"],
+            )
             runs.append([measure(n, m, X_train, X_test) for n, m in fitted.items()])
             nested = fitted[f"KSparse matryoshka {PREFIXES}"]
             prefix_runs.append(
@@ -165,7 +175,10 @@ def variants(*, quick: bool) -> tuple[str, object]:
         data[data_name] = {"rows": rows, "prefixes": prefixes, "verdicts": lines}
     header = (
         f"Width {WIDTH}, k={K}, 64 features standardized on the training rows; "
-        f"skae trains {config['epochs']} epochs, MiniBatchDictionaryLearning "
+        f"skae trains {config['epochs']} epochs at its default batch (256), the "
+        f"pursuit encoders {config['pursuit_epochs']} at batch "
+        f"{PURSUIT['batch_size']} with learning_rate {PURSUIT['learning_rate']:g}; "
+        "MiniBatchDictionaryLearning "
         f"{config['mbdl_max_iter']} (OMP with {K} non-zeros to transform). "
         "`fit_transform_s` is `fit` then `transform` of the training rows; FVU "
         "and L0 are on the held-out rows. "
