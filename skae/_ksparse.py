@@ -78,7 +78,7 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
         overlap, such as image patches. 'omp': orthogonal matching
         pursuit, which after each step refits the codes of every atom picked
         so far by least squares; better again at the same ``k``, at a cost
-        that grows as ``k**3`` per sample. ``aux_k`` does not apply to
+        that grows as ``k**2`` per sample. ``aux_k`` does not apply to
         either.
     matryoshka_sizes : tuple of int, default=None
         Matryoshka dictionaries (Bussmann, Nabeshima et al. 2025): for each

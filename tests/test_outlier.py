@@ -282,3 +282,17 @@ def test_sparse_input(gaussian_X):
     np.testing.assert_allclose(
         detector.score_samples(X), detector.score_samples(X.toarray()), rtol=1e-6
     )
+
+
+def test_a_feature_name_mismatch_warns_once(gaussian_X):
+    import warnings
+
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(gaussian_X, columns=[f"f{i}" for i in range(5)])
+    detector = SparseAutoencoderOutlierDetector(small_ksparse()).fit(frame)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        detector.predict(gaussian_X)
+    messages = [str(w.message) for w in caught if "feature names" in str(w.message)]
+    assert len(messages) == 1
+    assert "SparseAutoencoderOutlierDetector" in messages[0]

@@ -150,28 +150,16 @@ def orthogonal_matching_pursuit(
 ) -> tuple[Tensor, Tensor]:
     """``k`` steps of orthogonal matching pursuit over unit-norm ``atoms``.
 
-    As :func:`matching_pursuit`, but after each pick the codes of all atoms
-    picked so far are refit by least squares, so that what is left of the
-    row is orthogonal to them (Pati et al. 1993); the codes returned are
-    that least-squares fit, with ``ridge`` on the diagonal of the atoms'
-    Gram matrix so that a degenerate pick cannot make it singular. The
-    picks are a constant for autograd; gradients reach ``x`` and ``atoms``
-    through the final fit. Each step solves a (step x step) system per row,
-    so the cost grows as ``k**3``.
+    As :func:`matching_pursuit`, but what is left of a row after each pick
+    is orthogonal to every atom picked so far (Pati et al. 1993), kept so by
+    Gram-Schmidt against an orthonormal basis of the picks. The codes are
+    the least-squares fit of the row by its picks, with ``ridge`` on the
+    diagonal of their Gram matrix so that a degenerate pick cannot make it
+    singular. The picks are a constant for autograd; gradients reach ``x``
+    and ``atoms`` through that fit. A row costs about ``k**2`` products of
+    its length for the picks, and one (k x k) solve.
     """
-    eye = ridge * torch.eye(k, dtype=x.dtype, device=x.device)
-
-    def fit(rows: Tensor, picked: Tensor, weights: Tensor) -> Tensor:
-        # (rows, steps, features); index_select's backward is the fastest.
-        chosen = weights.index_select(0, picked.flatten()).view(*picked.shape, -1)
-        steps = picked.shape[1]
-        gram = chosen @ chosen.transpose(1, 2) + eye[:steps, :steps]
-        return torch.linalg.solve(gram, chosen @ rows.unsqueeze(2)).squeeze(2)
-
     with torch.no_grad():
-        # The picks, with Gram-Schmidt: what is left of a row is its part
-        # orthogonal to an orthonormal basis of the atoms picked so far, one
-        # product per step instead of a least-squares solve.
         weights = atoms.detach()
         residual, picks, basis = x.detach(), [], []
         for _ in range(k):
@@ -185,7 +173,13 @@ def orthogonal_matching_pursuit(
             unit = direction / norm.clamp_min(1e-6) * (norm > 1e-6)
             basis.append(unit)
             residual = residual - (residual * unit).sum(1, keepdim=True) * unit
-    return fit(x, torch.stack(picks, dim=1), atoms), torch.stack(picks, dim=1)
+        picked = torch.stack(picks, dim=1)
+    # (rows, k, features); index_select's backward is the fastest gather.
+    chosen = atoms.index_select(0, picked.flatten()).view(*picked.shape, -1)
+    eye = ridge * torch.eye(k, dtype=x.dtype, device=x.device)
+    gram = chosen @ chosen.transpose(1, 2) + eye
+    codes = torch.linalg.solve(gram, chosen @ x.unsqueeze(2)).squeeze(2)
+    return codes, picked
 
 
 def batch_keep(values: Tensor, k: int) -> Tensor:
