@@ -13,6 +13,8 @@ over repeats:
   (digits, breast cancer);
 * ``variants``   BatchTopK, matching pursuit and Matryoshka dictionaries
   beside the plain top-k and MiniBatchDictionaryLearning + OMP;
+* ``precision``  held-out error of every estimator with its products in
+  float32 and in bfloat16 (``precision='bfloat16'``);
 * ``throughput`` training rows/s and its fraction of the machine's bound;
 * ``transform``  transform rows/s vs PCA.transform and OMP;
 * ``memory``     peak RSS of a streamed memmap fit vs an in-RAM fit;
@@ -29,6 +31,7 @@ import argparse
 import time
 
 from _common import RESULTS, write_results
+from suite_precision import precision
 from suite_quality import anomaly, frontier, recovery, time_to_quality
 from suite_speed import gpu, memory, throughput, transform_speed
 from suite_variants import variants
@@ -39,6 +42,7 @@ SECTIONS = {
     "recovery": recovery,
     "anomaly": anomaly,
     "variants": variants,
+    "precision": precision,
     "throughput": throughput,
     "transform": transform_speed,
     "memory": memory,

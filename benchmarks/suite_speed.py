@@ -20,6 +20,7 @@ and a transformed row ``2 d width`` (top-k selection counted as no work).
 
 from __future__ import annotations
 
+import copy
 import os
 import statistics
 import subprocess
@@ -39,6 +40,7 @@ import skae._base
 from skae import KSparseAutoencoder
 from skae._engine.device import limited_threads, thread_budget
 from skae._engine.modules import LinearAutoencoder, TopKAutoencoder, tied_init
+from skae._engine.precision import products_in
 from skae._engine.training import adam, train_epoch
 from skae._sparsity import TopK
 
@@ -131,6 +133,9 @@ class _DenseReferenceAutoencoder(KSparseAutoencoder):
         return LinearAutoencoder(weights, TopK(self.k))
 
 
+#: The estimator's ``precision`` and the product dtype it gives on the CPU.
+_PRODUCTS = {"float32": None, "bfloat16": torch.bfloat16}
+
 _PATHS = {
     "sparse (TopKAutoencoder)": (KSparseAutoencoder, TopKAutoencoder),
     "dense reference (topk_relu + dense decoder)": (
@@ -211,7 +216,9 @@ def fit_rows_per_second(
     return rows / seconds, rows / sum(loop_seconds)
 
 
-def _step_profile(n_features: int, width: int, k: int, batch_size: int) -> list[dict]:
+def _step_profile(
+    n_features: int, width: int, k: int, batch_size: int, precision: str
+) -> list[dict]:
     """Where the sparse step's CPU time goes: the top operators by self time."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -219,14 +226,16 @@ def _step_profile(n_features: int, width: int, k: int, batch_size: int) -> list[
     optimizer = adam(module.parameters(), LEARNING_RATE)
     X = torch.from_numpy(_gaussian(6 * batch_size, n_features))
     batches = X.split(batch_size)
-    train_epoch(module, optimizer, batches[:1])
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        train_epoch(module, optimizer, batches[1:])
+    with products_in(_PRODUCTS[precision]):
+        train_epoch(module, optimizer, batches[:1])
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            train_epoch(module, optimizer, batches[1:])
     events = [e for e in prof.key_averages() if e.key.startswith("aten::")]
     total = sum(e.self_cpu_time_total for e in events)
     events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
     return [
         {
+            "precision": precision,
             "batch_size": batch_size,
             "op": e.key,
             "share_of_step": e.self_cpu_time_total / total,
@@ -259,46 +268,66 @@ def _verdict(what: str, target: float, user: list[dict], inner: list[dict]) -> s
 
 def _training_verdict(speeds: list[dict]) -> str:
     """The training target, judged on fit's training loop, beside the whole
-    ``fit`` call and the bare step loop."""
+    ``fit`` call and the bare step loop, for each precision."""
     sparse = next(iter(_PATHS))
 
-    def best(timing: str) -> tuple[float, str]:
+    def best(precision: str, timing: str) -> tuple[float, str]:
         return _best(
-            [r for r in speeds if r["path"] == sparse and r["timing"] == timing]
+            [
+                r
+                for r in speeds
+                if r["path"] == sparse
+                and r["precision"] == precision
+                and r["timing"] == timing
+            ]
         )
 
-    fraction, where = best("fit's training loop")
+    lines = []
+    for precision in _PRODUCTS:
+        fraction, where = best(precision, "fit's training loop")
+        lines.append(
+            f"With precision='{precision}': "
+            f"{'met' if fraction >= 0.5 else 'missed'} as measured here; best "
+            f"{where} of the float32 bound. The whole `fit` call: best "
+            f"{best(precision, 'fit')[1]}; the bare step loop: best "
+            f"{best(precision, 'step loop')[1]}."
+        )
     return (
-        "Target, training at 50% of the bound or more, judged on `fit`'s "
-        "training loop (every step of the fit and its data pipeline, without "
-        "the setup before and the statistics pass after): "
-        f"{'met' if fraction >= 0.5 else 'missed'} as measured here; best "
-        f"{where}. The whole `fit` call: best {best('fit')[1]}; the bare step "
-        f"loop: best {best('step loop')[1]}."
+        "Target, training at 50% of the float32 bound or more, judged on "
+        "`fit`'s training loop (every step of the fit and its data pipeline, "
+        "without the setup before and the statistics pass after).\n\n"
+        + "\n\n".join(f"- {line}" for line in lines)
     )
 
 
 def _bound_row(
-    threads: int, batch_size: int, rates: list[float], fresh: list[float], flops: int
+    threads: int, batch_size: int, rates: dict[str, list[float]], flops: int
 ) -> dict:
     return {
         "threads": threads,
         "batch_size": batch_size,
-        "matmul_gflops": _median(rates) / 1e9,
-        "fresh_output_gflops": _median(fresh) / 1e9,
+        "matmul_gflops": _median(rates["float32"]) / 1e9,
+        "fresh_output_gflops": _median(rates["fresh"]) / 1e9,
+        "bf16_matmul_gflops": _median(rates["bfloat16"]) / 1e9,
         "flops_per_row": flops,
-        "bound_rows_per_s": round(_median(rates) / flops),
+        "bound_rows_per_s": round(_median(rates["float32"]) / flops),
+        "bf16_bound_rows_per_s": round(_median(rates["bfloat16"]) / flops),
     }
 
 
-def _speed_row(path: str, timing: str, bound: dict, values: list[float]) -> dict:
+def _speed_row(
+    path: str, precision: str, timing: str, bound: dict, values: list[float]
+) -> dict:
+    rows_per_s = _median(values)
     return {
         "path": path,
+        "precision": precision,
         "timing": timing,
         "threads": bound["threads"],
         "batch_size": bound["batch_size"],
-        "rows_per_s": round(_median(values)),
-        "fraction_of_bound": _median(values) / bound["bound_rows_per_s"],
+        "rows_per_s": round(rows_per_s),
+        "fraction_of_bound": rows_per_s / bound["bound_rows_per_s"],
+        "fraction_of_bf16_bound": rows_per_s / bound["bf16_bound_rows_per_s"],
     }
 
 
@@ -309,31 +338,47 @@ def _training_speeds(
     threads; ``epochs=0`` leaves the fits out."""
     d, width, k = X.shape[1], WIDTH, K
     cpu = torch.device("cpu")
-    sparse = next(iter(_PATHS))
+    sparse, dense = _PATHS
     # Only the sparse path is fitted: the dense reference is there to show
     # what the kernels gain per step, and fitting it would triple the run.
-    keys = [(sparse, "fit"), (sparse, "fit's training loop")] if epochs else []
-    keys += [(path, "step loop") for path in _PATHS]
+    timings = ["fit", "fit's training loop"] if epochs else []
+    keys = [
+        (sparse, precision, timing)
+        for precision in _PRODUCTS
+        for timing in [*timings, "step loop"]
+    ]
+    keys.append((dense, "float32", "step loop"))
     figures = {key: [] for key in keys}
     X_tensor = torch.from_numpy(X)
-    rates, fresh = [], []
+    rates = {"float32": [], "fresh": [], "bfloat16": []}
     # Interleaved, so that a change of load on a shared machine hits skae's
     # paths and the bound alike.
     for _ in range(repeats):
-        rates.append(matmul_rate(batch_size, d, width, device=cpu))
-        fresh.append(matmul_rate(batch_size, d, width, device=cpu, fresh_output=True))
-        if epochs:
-            estimator = _estimator(sparse, width, k, batch_size, epochs)
-            whole, loop = fit_rows_per_second(estimator, X, epochs)
-            figures[sparse, "fit"].append(whole)
-            figures[sparse, "fit's training loop"].append(loop)
-        for path in _PATHS:
-            module = _module(path, d, width, k, cpu)
-            figures[path, "step loop"].append(
-                step_loop_rows_per_second(module, X_tensor, batch_size, min_seconds)
-            )
+        rates["float32"].append(matmul_rate(batch_size, d, width, device=cpu))
+        rates["fresh"].append(
+            matmul_rate(batch_size, d, width, device=cpu, fresh_output=True)
+        )
+        rates["bfloat16"].append(
+            matmul_rate(batch_size, d, width, device=cpu, dtype=torch.bfloat16)
+        )
+        for path, precision, timing in keys:
+            if timing == "fit":
+                estimator = _estimator(
+                    path, width, k, batch_size, epochs, precision=precision
+                )
+                whole, loop = fit_rows_per_second(estimator, X, epochs)
+                figures[path, precision, "fit"].append(whole)
+                figures[path, precision, "fit's training loop"].append(loop)
+            elif timing == "step loop":
+                module = _module(path, d, width, k, cpu)
+                with products_in(_PRODUCTS[precision]):
+                    figures[path, precision, timing].append(
+                        step_loop_rows_per_second(
+                            module, X_tensor, batch_size, min_seconds
+                        )
+                    )
     threads = torch.get_num_threads()
-    bound = _bound_row(threads, batch_size, rates, fresh, training_flops(d, width, k))
+    bound = _bound_row(threads, batch_size, rates, training_flops(d, width, k))
     speeds = [_speed_row(*key, bound, values) for key, values in figures.items()]
     return bound, speeds
 
@@ -352,7 +397,12 @@ def throughput(*, quick: bool) -> tuple[str, object]:
     # a one-time cost, not a rate, so a small fit pays it before the clock.
     _estimator(next(iter(_PATHS)), 64, 4, 64, 1).fit(_gaussian(256, 16))
     with threadpool_limits(limits=1), limited_threads():
-        profile = [row for b in fit_rows for row in _step_profile(d, width, k, b)]
+        profiled = [(b, "float32") for b in fit_rows] + [(4096, "bfloat16")]
+        profile = [
+            row
+            for b, precision in profiled
+            for row in _step_profile(d, width, k, b, precision)
+        ]
     # Threads of one process wait for each other at every operator; on a
     # shared machine that can cost more than the second core brings, so the
     # 1-thread figures (threadpool_limits, which skae honours) come too.
@@ -386,7 +436,10 @@ def throughput(*, quick: bool) -> tuple[str, object]:
         "more work for the same rows, so it is held to the same bound. "
         "`fresh_output_gflops` is the same product allocating its output on "
         "every call, as a step does: the gap is the allocator's and the page "
-        "faults' share, counted against skae.\n\n"
+        "faults' share, counted against skae. The bf16 rate is the same "
+        "product on bfloat16 operands (float32 accumulation, bfloat16 output), "
+        "and `bf16_bound_rows_per_s` the bound it gives; the rows trained with "
+        "precision='bfloat16' are judged against both.\n\n"
         + markdown(bounds)
         + "\n\n`fit` counts everything in it (the data checks, the mean, the "
         "pass after training that measures `activation_frequency_` with the "
@@ -440,6 +493,15 @@ def _encode_rows_per_second(
     return len(X) / (time.perf_counter() - start)
 
 
+def _transform_methods(width: int, k: int) -> dict[str, str]:
+    return {
+        "sae": f"KSparseAutoencoder({width}, k={k}).transform",
+        "encode": "its module.encode alone (no numpy I/O)",
+        "sae bf16": "the same, precision='bfloat16'",
+        "encode bf16": "its module.encode alone, bfloat16 products",
+    }
+
+
 def _transform_rows(
     sae: KSparseAutoencoder, baselines: dict, X: np.ndarray, n_omp: int, repeats: int
 ) -> list[dict]:
@@ -447,33 +509,42 @@ def _transform_rows(
     d, width = X.shape[1], sae.n_components
     batch_size = sae._inference_batch_rows()
     cpu = torch.device("cpu")
-    names = ("sae", "encode", *baselines)
-    figures = {name: [] for name in (*names, "rate")}
+    ours = ("sae", "encode", "sae bf16", "encode bf16")
+    names = (*ours, *baselines)
+    figures = {name: [] for name in (*names, "rate", "bf16 rate")}
     X_tensor = torch.from_numpy(X)
+    # The same fitted model, its products in bfloat16.
+    sae_bf16 = copy.copy(sae).set_params(precision="bfloat16")
     for _ in range(repeats):
         figures["rate"].append(matmul_rate(batch_size, d, width, device=cpu))
-        figures["sae"].append(_transform_rows_per_second(sae.transform, X))
-        figures["encode"].append(
-            _encode_rows_per_second(sae.module_, X_tensor, batch_size)
+        figures["bf16 rate"].append(
+            matmul_rate(batch_size, d, width, device=cpu, dtype=torch.bfloat16)
         )
+        for name, estimator in (("sae", sae), ("sae bf16", sae_bf16)):
+            figures[name].append(_transform_rows_per_second(estimator.transform, X))
+        for precision, name in (("float32", "encode"), ("bfloat16", "encode bf16")):
+            with products_in(_PRODUCTS[precision]):
+                figures[name].append(
+                    _encode_rows_per_second(sae.module_, X_tensor, batch_size)
+                )
         for name, model in baselines.items():
             rows = X[:n_omp] if name.startswith("OMP") else X
             figures[name].append(_transform_rows_per_second(model.transform, rows))
     bound = _median(figures["rate"]) / encoder_flops(d, width)
+    bf16_bound = _median(figures["bf16 rate"]) / encoder_flops(d, width)
     threads = torch.get_num_threads()
+    methods = _transform_methods(width, sae.k)
     return [
         {
-            "method": {
-                "sae": f"KSparseAutoencoder({width}, k={sae.k}).transform",
-                "encode": "its module.encode alone (no numpy I/O)",
-            }.get(name, name),
+            "method": methods.get(name, name),
             "threads": threads,
             "rows": n_omp if name.startswith("OMP") else len(X),
             "rows_per_s": round(_median(figures[name])),
             "vs_sae": _median(figures[name]) / _median(figures["sae"]),
-            "bound_rows_per_s": round(bound) if name in ("sae", "encode") else "",
-            "fraction_of_bound": (
-                _median(figures[name]) / bound if name in ("sae", "encode") else ""
+            "bound_rows_per_s": round(bound) if name in ours else "",
+            "fraction_of_bound": _median(figures[name]) / bound if name in ours else "",
+            "fraction_of_bf16_bound": (
+                _median(figures[name]) / bf16_bound if name in ours else ""
             ),
         }
         for name in names
@@ -507,6 +578,7 @@ def transform_speed(*, quick: bool) -> tuple[str, object]:
         with threadpool_limits(limits=limits), limited_threads():
             rows.extend(_transform_rows(sae, baselines, X, n_omp, repeats))
     batch_size = sae._inference_batch_rows()
+    methods = _transform_methods(width, k)
     report = (
         f"d={d}, float32 input, medians of {repeats} runs at skae's thread "
         f"budget ({threads}) and at 1 thread (`threadpool_limits(1)`); load "
@@ -518,15 +590,22 @@ def transform_speed(*, quick: bool) -> tuple[str, object]:
         "SAE bound: float32 `torch.addmm` rate on transform's batch shape "
         f"({batch_size} x {d} times {d} x {width}, preallocated output) over "
         f"2·d·width = {encoder_flops(d, width)} FLOPs per row; top-k selection "
-        "and writing the dense (n, width) codes, 16 KiB a row, count as free."
-        "\n\n"
+        "and writing the dense (n, width) codes, 16 KiB a row, count as free. "
+        "The bf16 bound is the same product on bfloat16 operands.\n\n"
         + markdown(rows)
         + "\n\n"
-        + _verdict(
-            "transform",
-            0.7,
-            [row for row in rows if row["method"].startswith("KSparse")],
-            [row for row in rows if row["method"].startswith("its module")],
+        + "\n\n".join(
+            f"- With precision='{precision}': "
+            + _verdict(
+                "transform",
+                0.7,
+                [row for row in rows if row["method"] == methods[user]],
+                [row for row in rows if row["method"] == methods[inner]],
+            )
+            for precision, user, inner in (
+                ("float32", "sae", "encode"),
+                ("bfloat16", "sae bf16", "encode bf16"),
+            )
         )
         + "\n"
     )

@@ -18,7 +18,7 @@ from sklearn.base import (
     _fit_context,
 )
 from sklearn.utils import check_random_state
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ._engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -37,6 +37,7 @@ from ._engine.distributed import (
     parallel,
     sum_across,
 )
+from ._engine.precision import PRECISIONS, products_in, resolve_precision
 from ._engine.training import LoopState, StoppingRule, adam, snapshot, train
 
 _FLOATS = (np.float64, np.float32)
@@ -77,6 +78,7 @@ class BaseSparseAutoencoder(
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "warm_start": ["boolean"],
         "device": [str, torch.device],
+        "precision": [StrOptions(set(PRECISIONS))],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "checkpoint_path": [str, os.PathLike, None],
@@ -218,7 +220,9 @@ class BaseSparseAutoencoder(
             train_rows, val_rows = resumed.rows
         split = (train_rows, val_rows)
         train_rows = self._share_of(train_rows)
-        with limited_threads(self._batch_work(self.batch_size, source.n_features)):
+        work = self._batch_work(self.batch_size, source.n_features)
+        products = resolve_precision(self.precision, device)
+        with limited_threads(work), products_in(products):
             if incremental:
                 module = self.module_.to(device)
                 start_attributes = _plain_attributes(module)
@@ -612,7 +616,8 @@ class BaseSparseAutoencoder(
         if float64:
             module = module_copy(module, dtype=dtype)
         work = self._batch_work(self._inference_batch_rows(), X.shape[1])
-        with limited_threads(work), torch.inference_mode():
+        products = resolve_precision(self.precision, device)
+        with limited_threads(work), products_in(products), torch.inference_mode():
             module.eval()
             yield module, self._ordered_batches(RowSource(X), device, dtype)
 

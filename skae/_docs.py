@@ -30,7 +30,17 @@ device : str or torch.device, default='auto'
     Where to train: ``'auto'`` (CUDA when available, else CPU),
     ``'cpu'``, ``'cuda'`` or ``'cuda:N'``. A fitted model is stored on the
     CPU when pickled and transforms on any machine.
-random_state : int, RandomState instance or None, default=None
+precision : {'auto', 'float32', 'bfloat16'}, default='auto'
+    Operand type of the matrix products in training and inference.
+    ``'bfloat16'`` multiplies bfloat16 copies of the operands with float32
+    accumulation, and keeps weights, activations, penalties and the loss in
+    float32 (mixed precision, as ``torch.autocast`` gives a product). On a
+    GPU, and on CPUs with AVX512-BF16 or AMX, the products run several
+    times faster; elsewhere torch emulates them, more slowly. Products are
+    then off by about 0.4%, and top-k may swap latents that tie to that
+    precision. ``'auto'`` is bfloat16 on CUDA devices that support it and
+    float32 elsewhere; ``'float32'`` computes in the data's own precision
+    (float64 inference on float64 data).
     Seeds initialization, shuffling and the validation split. With an int,
     two fits on the same data give bitwise-identical models on the CPU
     with the same number of threads.

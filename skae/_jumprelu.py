@@ -148,6 +148,7 @@ class JumpReLUSparseAutoencoder(BaseSparseAutoencoder):
         validation_fraction=0.1,
         warm_start=False,
         device="auto",
+        precision="auto",
         random_state=None,
         verbose=0,
         checkpoint_path=None,

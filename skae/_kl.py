@@ -116,6 +116,7 @@ class KLSparseAutoencoder(BaseSparseAutoencoder):
         validation_fraction=0.1,
         warm_start=False,
         device="auto",
+        precision="auto",
         random_state=None,
         verbose=0,
         checkpoint_path=None,

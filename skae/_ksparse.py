@@ -177,6 +177,7 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
         validation_fraction=0.1,
         warm_start=False,
         device="auto",
+        precision="auto",
         random_state=None,
         verbose=0,
         checkpoint_path=None,

@@ -96,6 +96,7 @@ class L1SparseAutoencoder(BaseSparseAutoencoder):
         validation_fraction=0.1,
         warm_start=False,
         device="auto",
+        precision="auto",
         random_state=None,
         verbose=0,
         checkpoint_path=None,

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .._sparsity import TopK, apply_cut, lifetime_cut
+from .precision import product
 from .topk import (
     batch_keep,
     latent_counts,
@@ -136,13 +137,13 @@ class LinearAutoencoder(nn.Module):
         x = self.scaled(x)
         if self.center_input:
             x = x - self.b_dec
-        return torch.addmm(self.b_enc, x, self.W_enc.T)
+        return product(torch.addmm, self.b_enc, x, self.W_enc.T)
 
     def encode(self, x: Tensor) -> Tensor:
         return self.rule.activate(self.preactivate(x))
 
     def decode(self, codes: Tensor) -> Tensor:
-        reconstruction = torch.addmm(self.b_dec, codes, self.W_dec)
+        reconstruction = product(torch.addmm, self.b_dec, codes, self.W_dec)
         if self.output_activation == "sigmoid":
             reconstruction = torch.sigmoid(reconstruction)
         return self.unscaled(reconstruction)
@@ -315,7 +316,13 @@ class TopKAutoencoder(LinearAutoencoder):
 
     def encode(self, x: Tensor) -> Tensor:
         if self.selection == "row":
-            return super().encode(x)
+            # As training selects: no (batch, width) pre-activations to
+            # allocate, and a bfloat16 product is selected from as it is.
+            values, indices = topk_encode(
+                self._centered(x), self.W_enc, self.b_enc, self.k
+            )
+            codes = values.new_zeros(len(x), self.n_components)
+            return codes.scatter_(1, indices, values)
         if self.pursuit is not None:
             values, indices = self.pursuit(self._centered(x), self.W_dec, self.k)
             codes = values.new_zeros(len(x), self.n_components)
@@ -355,7 +362,9 @@ class TopKAutoencoder(LinearAutoencoder):
                 values = codes.values * (codes.indices < size)
                 prefix = sparse_decode(values, codes.indices, self.W_dec, self.b_dec)
             else:
-                prefix = torch.addmm(self.b_dec, codes[:, :size], self.W_dec[:size])
+                prefix = product(
+                    torch.addmm, self.b_dec, codes[:, :size], self.W_dec[:size]
+                )
             error = x - self.unscaled(prefix)
             total = total + error.square().sum(dim=1).mean()
         return total
@@ -553,7 +562,9 @@ class ConvAutoencoder(nn.Module):
         height, width, channels = self.image_shape
         images = x.view(-1, height, width, channels).permute(0, 3, 1, 2)
         images = images - self.b_dec[None, :, None, None]
-        pre = nn.functional.conv2d(images, self.W_enc, self.b_enc, padding=self.padding)
+        pre = product(
+            nn.functional.conv2d, images, self.W_enc, self.b_enc, padding=self.padding
+        )
         return self.rule.activate(pre)
 
     def maps(self, x: Tensor) -> Tensor:
@@ -585,7 +596,9 @@ class ConvAutoencoder(nn.Module):
     def decode(self, codes: Tensor) -> Tensor:
         height, width, _ = self.image_shape
         maps = codes.view(-1, self.n_components, height, width)
-        images = nn.functional.conv_transpose2d(maps, self.W_dec, padding=self.padding)
+        images = product(
+            nn.functional.conv_transpose2d, maps, self.W_dec, padding=self.padding
+        )
         images = images + self.b_dec[None, :, None, None]
         return images.permute(0, 2, 3, 1).flatten(1)
 

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._sparsity import largest_k
+from .precision import product, product_dtype
 
 
 def _weight_grad(grad_values: Tensor, x: Tensor, indices: Tensor, width: int) -> Tensor:
@@ -40,7 +41,7 @@ def _encode_chunks(
     x: Tensor, W_enc: Tensor, b_enc: Tensor, k: int
 ) -> tuple[Tensor, Tensor]:
     """:func:`largest_k` of ``x @ W_enc.T + b_enc``, a chunk of rows at a time
-    on the CPU.
+    on the CPU, the product in the product dtype; values in ``x``'s dtype.
 
     Only (batch, k) results outlive a chunk: the (chunk, width)
     pre-activations are written into one buffer, which stays in the cache
@@ -50,14 +51,18 @@ def _encode_chunks(
     """
     n_rows, width = x.shape[0], W_enc.shape[0]
     rows = max(1, CHUNK_ELEMENTS // width)
+    # The selection reads the product's dtype: no pass to cast it back.
+    dtype = product_dtype(x)
+    x_low, W_low, b_low = (t.to(dtype) for t in (x, W_enc, b_enc))
     if x.device.type != "cpu" or n_rows <= rows:
-        return largest_k(torch.addmm(b_enc, x, W_enc.T), k)
+        values, indices = largest_k(torch.addmm(b_low, x_low, W_low.T), k)
+        return values.to(x.dtype), indices
     values = x.new_empty(n_rows, k)
     indices = torch.empty(n_rows, k, dtype=torch.long)
-    buffer = x.new_empty(rows, width)
+    buffer = x_low.new_empty(rows, width)
     for start in range(0, n_rows, rows):
         stop = min(start + rows, n_rows)
-        pre = torch.addmm(b_enc, x[start:stop], W_enc.T, out=buffer[: stop - start])
+        pre = torch.addmm(b_low, x_low[start:stop], W_low.T, out=buffer[: stop - start])
         values[start:stop], indices[start:stop] = largest_k(pre, k)
     return values, indices
 
@@ -135,7 +140,7 @@ def matching_pursuit(residual: Tensor, atoms: Tensor, k: int) -> tuple[Tensor, T
     values, indices = [], []
     for _ in range(k):
         with torch.no_grad():
-            picked = (residual @ atoms.T).abs_().argmax(dim=1)
+            picked = product(torch.mm, residual, atoms.T).abs_().argmax(dim=1)
         # index_select: its backward is a third faster than indexing's.
         atom = atoms.index_select(0, picked)
         code = (residual * atom).sum(dim=1)
@@ -163,7 +168,7 @@ def orthogonal_matching_pursuit(
         weights = atoms.detach()
         residual, picks, basis = x.detach(), [], []
         for _ in range(k):
-            picked = (residual @ weights.T).abs_().argmax(dim=1)
+            picked = product(torch.mm, residual, weights.T).abs_().argmax(dim=1)
             picks.append(picked)
             direction = weights.index_select(0, picked)
             for unit in basis:
