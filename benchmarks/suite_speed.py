@@ -748,55 +748,64 @@ def memory(*, quick: bool) -> tuple[str, object]:
 
 def _gpu_rows(
     device: torch.device, n_features: int, width: int, k: int, n_rows: int, repeats: int
-) -> dict:
-    """Training rows/s, fraction of the bf16 bound and peak memory at one d."""
+) -> list[dict]:
+    """Training rows/s, fraction of the bf16 bound and peak memory at one d,
+    with float32 and with bfloat16 products."""
     batch_size = 4096
     X = _gaussian(n_rows, n_features)
-    rate = _median(
-        [
-            matmul_rate(
-                batch_size, n_features, width, device=device, dtype=torch.bfloat16
-            )
-            for _ in range(repeats)
-        ]
-    )
-    fp32 = _median(
-        [
-            matmul_rate(batch_size, n_features, width, device=device)
-            for _ in range(repeats)
-        ]
-    )
-    bound = rate / training_flops(n_features, width, k)
-    fits, loops, peaks = [], [], []
-    for _ in range(repeats):
-        if device.type == "cuda":
+    rates = {
+        dtype: _median(
+            [
+                matmul_rate(batch_size, n_features, width, device=device, dtype=dtype)
+                for _ in range(repeats)
+            ]
+        )
+        for dtype in (torch.bfloat16, torch.float32)
+    }
+    bound = rates[torch.bfloat16] / training_flops(n_features, width, k)
+    rows = []
+    for precision in _PRODUCTS:
+        fits, loops, peaks = [], [], []
+        for _ in range(repeats):
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
-        estimator = _estimator(
-            "sparse (TopKAutoencoder)", width, k, batch_size, 1, device=str(device)
-        )
-        fits.append(fit_rows_per_second(estimator, X, 1))
-        if device.type == "cuda":
+            estimator = _estimator(
+                "sparse (TopKAutoencoder)",
+                width,
+                k,
+                batch_size,
+                1,
+                device=str(device),
+                precision=precision,
+            )
+            fits.append(fit_rows_per_second(estimator, X, 1)[1])
             peaks.append(torch.cuda.max_memory_allocated(device))
-        del estimator
-        module = _module("sparse (TopKAutoencoder)", n_features, width, k, device)
-        X_device = torch.from_numpy(X).to(device)
-        loops.append(step_loop_rows_per_second(module, X_device, batch_size, 2.0))
-        del module, X_device
-    return {
-        "d": n_features,
-        "width": width,
-        "k": k,
-        "batch_size": batch_size,
-        "bf16_tflops": rate / 1e12,
-        "fp32_tflops": fp32 / 1e12,
-        "bound_rows_per_s": round(bound),
-        "fit_rows_per_s": round(_median(fits)),
-        "fit_fraction": _median(fits) / bound,
-        "step_loop_rows_per_s": round(_median(loops)),
-        "step_loop_fraction": _median(loops) / bound,
-        "peak_gpu_mib": _median(peaks) / 2**20 if peaks else "",
-    }
+            del estimator
+            module = _module("sparse (TopKAutoencoder)", n_features, width, k, device)
+            X_device = torch.from_numpy(X).to(device)
+            with products_in(_PRODUCTS[precision]):
+                loops.append(
+                    step_loop_rows_per_second(module, X_device, batch_size, 2.0)
+                )
+            del module, X_device
+        rows.append(
+            {
+                "d": n_features,
+                "width": width,
+                "k": k,
+                "precision": precision,
+                "batch_size": batch_size,
+                "bf16_tflops": rates[torch.bfloat16] / 1e12,
+                "fp32_tflops": rates[torch.float32] / 1e12,
+                "bound_rows_per_s": round(bound),
+                "fit_loop_rows_per_s": round(_median(fits)),
+                "fit_loop_fraction": _median(fits) / bound,
+                "step_loop_rows_per_s": round(_median(loops)),
+                "step_loop_fraction": _median(loops) / bound,
+                "peak_gpu_mib": _median(peaks) / 2**20,
+            }
+        )
+    return rows
 
 
 def gpu(*, quick: bool) -> tuple[str, object]:
@@ -806,11 +815,17 @@ def gpu(*, quick: bool) -> tuple[str, object]:
     repeats = _repeats(quick)
     n_rows = 65_536 if quick else 262_144
     device = torch.device("cuda")
-    rows = [_gpu_rows(device, d, 32_768, K, n_rows, repeats) for d in (768, 4096)]
+    rows = [
+        row
+        for d in (768, 4096)
+        for row in _gpu_rows(device, d, 32_768, K, n_rows, repeats)
+    ]
     report = (
         f"{torch.cuda.get_device_name(device)}; {n_rows} Gaussian float32 rows "
-        "per fit (one epoch, aux_k=0, tol=0), medians of "
-        f"{repeats} runs, batch 4096. Training runs in float32; the bound is "
+        "per fit (one epoch, aux_k=0, tol=0; rows/s over its training loop), "
+        f"medians of {repeats} runs, batch 4096, with precision='float32' and "
+        "'bfloat16' (the GPU default, 'auto'). Weights and optimizer stay in "
+        "float32. The bound is "
         "the measured bf16 `torch.addmm` rate on the encoder's shape "
         "(preallocated output) over 2·d·width + 10·k·d FLOPs per row; the "
         "float32 rate is there for scale. Peak GPU memory is "

@@ -341,12 +341,13 @@ class BaseSparseAutoencoder(
     def _fingerprint(self, source) -> dict:
         """What a checkpoint must match to be resumed: the estimator, the data's
         shape and every parameter that shapes the run (not those that only
-        say how long or where it runs)."""
+        say how long, where or in what precision it runs)."""
         free = {
             "max_iter",
             "tol",
             "n_iter_no_change",
             "device",
+            "precision",
             "verbose",
             "warm_start",
             "checkpoint_path",

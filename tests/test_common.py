@@ -22,6 +22,9 @@ ESTIMATORS = [
     KSparseAutoencoder(n_components=8, k=1, encoder="omp", max_iter=5),
     KSparseAutoencoder(n_components=8, k=1, matryoshka_sizes=(1,), max_iter=5),
     L1SparseAutoencoder(n_components=8, max_iter=5),
+    # Products in bfloat16.
+    KSparseAutoencoder(n_components=8, k=1, max_iter=5, precision="bfloat16"),
+    L1SparseAutoencoder(n_components=8, max_iter=5, precision="bfloat16"),
     JumpReLUSparseAutoencoder(n_components=8, max_iter=5),
     KLSparseAutoencoder(n_components=8, max_iter=5),
     StackedSparseAutoencoder(hidden_layer_sizes=(8, 4), max_iter=3),

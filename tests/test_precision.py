@@ -1,0 +1,159 @@
+"""precision='bfloat16': the engine's products on bfloat16 operands."""
+
+import numpy as np
+import pytest
+import torch
+
+from skae import (
+    ConvSparseAutoencoder,
+    JumpReLUSparseAutoencoder,
+    KLSparseAutoencoder,
+    KSparseAutoencoder,
+    L1SparseAutoencoder,
+    StackedSparseAutoencoder,
+)
+from skae._engine.precision import product, products_in, resolve_precision
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def test_resolve_precision_on_the_cpu():
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) is None
+    assert resolve_precision("float32", cpu) is None
+    assert resolve_precision("bfloat16", cpu) is torch.bfloat16
+
+
+@needs_cuda
+def test_auto_is_bfloat16_on_a_gpu_that_supports_it():
+    expected = torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    assert resolve_precision("auto", torch.device("cuda")) is expected
+
+
+def test_product_runs_in_bfloat16_and_answers_in_the_weights_dtype():
+    rng = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 32, generator=rng)
+    W = torch.randn(32, 16, generator=rng, requires_grad=True)
+    exact = (x @ W).detach()
+    with products_in(torch.bfloat16):
+        low = product(torch.mm, x, W)
+    assert low.dtype == torch.float32
+    expected = (x.bfloat16() @ W.detach().bfloat16()).float()
+    np.testing.assert_array_equal(low.detach().numpy(), expected.numpy())
+    assert not torch.equal(low.detach(), exact)
+    scale = exact.abs().max()
+    assert float((low.detach() - exact).abs().max() / scale) < 2**-6
+    # Gradients reach the float32 weight in float32, from a bfloat16 product.
+    low.sum().backward()
+    assert W.grad.dtype == torch.float32
+    expected = x.sum(0)[:, None].expand(32, 16)
+    tolerance = 2**-7 * float(x.abs().sum(0).max())
+    np.testing.assert_allclose(W.grad.numpy(), expected.numpy(), atol=tolerance)
+    # Outside the block, products are the operands' own again.
+    assert torch.equal(product(torch.mm, x, W).detach(), exact)
+
+
+def test_invalid_precision_is_rejected_before_training(sparse_data):
+    with pytest.raises(ValueError, match="precision"):
+        KSparseAutoencoder(precision="float16").fit(sparse_data)
+
+
+def test_auto_on_the_cpu_is_bitwise_float32(sparse_data):
+    params = dict(n_components=48, k=3, max_iter=3, random_state=0)
+    auto = KSparseAutoencoder(**params).fit(sparse_data)
+    exact = KSparseAutoencoder(precision="float32", **params).fit(sparse_data)
+    np.testing.assert_array_equal(auto.components_, exact.components_)
+    np.testing.assert_array_equal(
+        auto.transform(sparse_data), exact.transform(sparse_data)
+    )
+
+
+def test_bfloat16_transform_keeps_k_and_almost_every_choice(sparse_data):
+    X = sparse_data.astype(np.float32)
+    sae = KSparseAutoencoder(48, k=3, max_iter=10, random_state=0).fit(X)
+    exact = sae.transform(X)
+    low = sae.set_params(precision="bfloat16").transform(X)
+    assert low.dtype == np.float32
+    assert np.all(np.count_nonzero(low, axis=1) <= 3)
+    assert not np.array_equal(low, exact)
+    same = (low != 0) == (exact != 0)
+    assert same.all(axis=1).mean() > 0.97
+    both = (low != 0) & (exact != 0)
+    # bfloat16 operands and result: within a few units of 2**-8 of the value.
+    relative = np.abs(low[both] - exact[both]) / np.abs(exact[both])
+    assert np.median(relative) < 2**-8
+    assert relative.max() < 0.05
+
+
+def test_bfloat16_on_float64_data_answers_in_float64(sparse_data):
+    sae = KSparseAutoencoder(48, k=3, max_iter=3, random_state=0, precision="bfloat16")
+    codes = sae.fit(sparse_data).transform(sparse_data)
+    assert codes.dtype == np.float64
+    assert sae.inverse_transform(codes).dtype == np.float64
+
+
+def test_bfloat16_training_keeps_float32_weights_and_adam_state(sparse_data):
+    sae = KSparseAutoencoder(48, k=3, max_iter=2, random_state=0, precision="bfloat16")
+    sae.fit(sparse_data)
+    assert {p.dtype for p in sae.module_.parameters()} == {torch.float32}
+    moments = [
+        value
+        for state in sae._optimizer_state["state"].values()
+        for value in state.values()
+        if value.ndim
+    ]
+    assert moments and {m.dtype for m in moments} == {torch.float32}
+
+
+def _explained_variance(model, X):
+    return model.fit(X).score(X)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda **p: KSparseAutoencoder(96, k=6, **p),
+        lambda **p: KSparseAutoencoder(96, k=6, k_mode="batch", **p),
+        lambda **p: KSparseAutoencoder(96, k=6, encoder="mp", **p),
+        lambda **p: L1SparseAutoencoder(96, alpha=0.3, **p),
+        lambda **p: JumpReLUSparseAutoencoder(96, sparsity_weight=0.3, **p),
+        lambda **p: KLSparseAutoencoder(96, **p),
+        lambda **p: StackedSparseAutoencoder((96, 32), sparsity="topk", k=6, **p),
+    ],
+    ids=["topk", "batchtopk", "mp", "l1", "jumprelu", "kl", "stacked"],
+)
+def test_bfloat16_training_reconstructs_as_well_as_float32(patches, make):
+    X = patches[:3000]
+    X = ((X - X.mean(0)) / X.std(0)).astype(np.float32)
+    params = dict(max_iter=15, random_state=0)
+    exact = _explained_variance(make(precision="float32", **params), X)
+    low = _explained_variance(make(precision="bfloat16", **params), X)
+    assert exact > 0.3
+    # The unexplained variance rises by under 5%.
+    assert 1 - low < 1.05 * (1 - exact)
+
+
+def test_bfloat16_convolutional_training_reconstructs_as_well(digits):
+    X = digits[0][:600].astype(np.float32)
+    params = dict(
+        image_shape=(8, 8),
+        n_components=8,
+        kernel_size=5,
+        sparsity="l1",
+        max_iter=10,
+        random_state=0,
+    )
+    exact = ConvSparseAutoencoder(precision="float32", **params).fit(X).score(X)
+    low = ConvSparseAutoencoder(precision="bfloat16", **params).fit(X).score(X)
+    assert exact > 0.2
+    assert 1 - low < 1.05 * (1 - exact)
+
+
+@needs_cuda
+def test_auto_trains_in_bfloat16_on_a_gpu(sparse_data):
+    X = sparse_data.astype(np.float32)
+    params = dict(n_components=48, k=3, max_iter=10, random_state=0, device="cuda")
+    auto = KSparseAutoencoder(**params).fit(X)
+    exact = KSparseAutoencoder(precision="float32", **params).fit(X)
+    assert auto.module_.W_enc.dtype == torch.float32
+    assert 1 - auto.score(X) < 1.05 * (1 - exact.score(X))
