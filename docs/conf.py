@@ -3,6 +3,8 @@
 import os
 import warnings
 
+from sklearn.exceptions import ConvergenceWarning
+
 import skae
 
 project = "skae"
@@ -66,6 +68,8 @@ html_static_path = []
 
 # The examples run with Agg; matplotlib's non-GUI warning on plt.show is noise.
 warnings.filterwarnings("ignore", category=UserWarning, message=".*non-interactive.*")
+# The gallery trains for the epochs each example chose.
+warnings.filterwarnings("ignore", category=ConvergenceWarning)
 
 # Two inherited scikit-learn methods cite labels of scikit-learn's own user
 # guide, which do not resolve here; their pages document them in full.

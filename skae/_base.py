@@ -17,6 +17,7 @@ from sklearn.base import (
     TransformerMixin,
     _fit_context,
 )
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
@@ -320,9 +321,27 @@ class BaseSparseAutoencoder(
             n_rows = int(sum_across(activity.new_tensor(len(train_rows))))
         self._set_fitted_state(module, optimizer, X.dtype, history, incremental)
         self._random_state = rng
+        if not single_pass:
+            self._warn_if_unconverged(history, rule.max_epochs)
         self.activation_frequency_ = (activity / n_rows).cpu().numpy()
         self.n_dead_components_ = int(np.sum(self.activation_frequency_ == 0))
         return self
+
+    def _warn_if_unconverged(self, history, max_epochs: int) -> None:
+        """A ConvergenceWarning, as scikit-learn's iterative estimators give,
+        when training ran all its epochs and the loss was still improving."""
+        finished = history.converged or history.interrupted
+        if finished or max_epochs == 0 or history.n_epochs < max_epochs:
+            return
+        warnings.warn(
+            f"{type(self).__name__} ran max_iter={self.max_iter} epochs and its "
+            f"loss was still improving by more than tol={self.tol:g} within "
+            f"the last n_iter_no_change={self.n_iter_no_change}. Raise max_iter "
+            "to train further (warm_start=True continues this model), or ignore "
+            "this warning if the epoch count is what you intended.",
+            ConvergenceWarning,
+            stacklevel=5,  # the caller of fit, past _train and _fit_context
+        )
 
     def _share_of(self, train_rows):
         """This process's training rows: all of them, or its shard when

@@ -1,13 +1,15 @@
 """Long-run safety: divergence, interruption."""
 
 import itertools
+import warnings
 
 import numpy as np
 import pytest
 import torch
+from sklearn.exceptions import ConvergenceWarning
 
 import skae._engine.training
-from skae import KSparseAutoencoder
+from skae import KSparseAutoencoder, StackedSparseAutoencoder
 
 
 def model(**params):
@@ -119,3 +121,27 @@ def test_failure_after_some_epochs_of_a_warm_fit_leaves_the_model_as_it_was(
         sae.fit(sparse_data)
     assert len(calls) == 3
     np.testing.assert_array_equal(sae.transform(sparse_data), codes)
+
+
+def test_running_out_of_epochs_warns_of_convergence(sparse_data):
+    sae = KSparseAutoencoder(48, k=3, max_iter=2, random_state=0)
+    with pytest.warns(ConvergenceWarning, match="max_iter=2"):
+        sae.fit(sparse_data)
+    assert sae.n_iter_ == 2
+
+
+def test_a_fit_that_settles_does_not_warn(sparse_data):
+    # Any improvement under 10x the best loss counts as none: it settles
+    # n_iter_no_change epochs after the first, long before max_iter.
+    sae = KSparseAutoencoder(48, k=3, max_iter=50, tol=10.0, n_iter_no_change=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        sae.fit(sparse_data)
+    assert sae.n_iter_ == 3
+
+
+def test_partial_fit_and_unrefined_stacks_do_not_warn(sparse_data):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        KSparseAutoencoder(48, k=3, random_state=0).partial_fit(sparse_data)
+        StackedSparseAutoencoder((16, 8), max_iter=2, fine_tune=False).fit(sparse_data)
