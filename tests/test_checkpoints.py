@@ -260,3 +260,17 @@ def test_a_diverging_run_never_saves_nan_weights_mid_epoch(sparse_data, tmp_path
     if path.exists():  # any checkpoint written holds finite weights
         for weights in load_checkpoint(path).module.parameters():
             assert torch.isfinite(weights).all()
+
+
+def test_a_resumed_fit_with_dead_latents_ends_as_an_uninterrupted_one(
+    sparse_data, tmp_path, monkeypatch
+):
+    # Wide and sparse: latents die within the first epoch, so the auxiliary
+    # loss trains them at every step, from the dead set of its last refresh.
+    params = {"n_components": 96, "k": 1, "aux_k": 8, "batch_size": 64}
+    whole = model(None, **params).fit(sparse_data)
+    assert int((whole.module_.rows_since_fired >= 2000).sum()) > 0
+    path = tmp_path / "run.ckpt"
+    model(path, **params, max_iter=3).fit(sparse_data)
+    resumed = model(path, **params).fit(sparse_data)
+    assert_same_model(resumed, whole)

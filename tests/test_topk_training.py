@@ -112,19 +112,24 @@ def test_normalize_input_makes_the_fit_scale_free(sparse_data):
     assert plain.input_scale_ == 1.0
 
 
-def test_copies_and_pickles_drop_the_cached_dead_set():
+def test_copies_and_pickles_keep_the_dead_set_of_the_last_refresh():
     import pickle
 
     from skae._engine.device import cpu_copy
 
     fast, _ = twin_modules()
-    fast._dead = torch.tensor([1], device="meta")  # stands for a CUDA tensor
-    assert cpu_copy(fast)._dead is None
-    assert pickle.loads(pickle.dumps(fast))._dead is None
+    fast.aux_k, fast.dead_after = 4, 1000
+    fast.rows_since_fired[:10] = 5000
+    x = torch.randn(16, 12, dtype=torch.float64)
     fast.train()
-    fast.aux_k, fast.dead_after = 2, 10
-    fast(torch.randn(4, 12, dtype=torch.float64))  # rebuilds it on the data's device
-    assert fast._dead.device.type == "cpu"
+    fast(x)  # the first step refreshes the dead set
+    dead = fast._dead.clone()
+    assert len(dead) > 0
+    fast.rows_since_fired.zero_()  # none dead now, until the next refresh
+    for copy in (cpu_copy(fast), pickle.loads(pickle.dumps(fast))):
+        assert torch.equal(copy._dead, dead)
+        copy(x)  # step 2 of 62 between refreshes: the dead set saved
+        assert torch.equal(copy._dead, dead)
 
 
 def test_dead_means_an_epoch_in_fit_and_ten_million_rows_in_partial_fit(sparse_data):

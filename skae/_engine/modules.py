@@ -267,9 +267,11 @@ class TopKAutoencoder(LinearAutoencoder):
 
     def __getstate__(self) -> dict:
         # The cached dead set is a device tensor outside the buffers: copies
-        # and pickles drop it (it is rebuilt from ``rows_since_fired``), so
-        # a model trained on a GPU loads where there is none.
-        return {**super().__getstate__(), "_dead": None}
+        # and pickles keep it on the CPU, so that a model trained on a GPU
+        # loads where there is none, and a resumed fit trains the dead set of
+        # the last refresh, as an uninterrupted one would.
+        dead = None if self._dead is None else self._dead.cpu()
+        return {**super().__getstate__(), "_dead": dead}
 
     def __setstate__(self, state: dict) -> None:
         # Modules pickled before the selection modes and Matryoshka prefixes.
@@ -404,9 +406,10 @@ class TopKAutoencoder(LinearAutoencoder):
         # Refresh at least once per dead window, so that small data sets do
         # not wait many epochs for their first dead latents.
         refresh = max(1, min(self.refresh_steps, self.dead_after // len(centered)))
-        stale = self._dead is None or self._dead.device != centered.device
-        if stale or self._steps % refresh == 0:
+        if self._dead is None or self._steps % refresh == 0:
             self._dead = self.dead_latents()
+        elif self._dead.device != centered.device:
+            self._dead = self._dead.to(centered.device)
         self._steps += 1
         dead = self._dead
         if len(dead) == 0:
