@@ -44,6 +44,13 @@ from ._engine.training import LoopState, StoppingRule, adam, snapshot, train
 _FLOATS = (np.float64, np.float32)
 
 
+def _ran_out_of_epochs(history, max_epochs: int) -> bool:
+    """Whether training ran all its epochs with the loss still improving,
+    which scikit-learn's iterative estimators report as a ConvergenceWarning."""
+    finished = history.converged or history.interrupted
+    return not finished and max_epochs > 0 and history.n_epochs >= max_epochs
+
+
 def _output_dtype(dtype: np.dtype) -> type:
     """float32 for float32 data of any byte order, else float64."""
     dtype = np.dtype(dtype)
@@ -158,7 +165,20 @@ class BaseSparseAutoencoder(
             self._check_incremental()
         with self._input_metadata_kept_on_failure():
             X = self._validate_X(X, reset=not warm)
-            return self._train(X, incremental=warm)
+            history, max_epochs = self._train(X, incremental=warm)
+        # Last, once the estimator is whole: an error raised from it by a
+        # warnings filter leaves a fitted model, not a half-updated one.
+        if _ran_out_of_epochs(history, max_epochs):
+            warnings.warn(
+                f"{type(self).__name__} ran max_iter={self.max_iter} epochs and its "
+                f"loss was still improving by more than tol={self.tol:g} within "
+                f"the last n_iter_no_change={self.n_iter_no_change}. Raise max_iter "
+                "to train further (warm_start=True continues this model), or "
+                "ignore this warning if the epoch count is what you intended.",
+                ConvergenceWarning,
+                stacklevel=3,  # the caller of fit, past _fit_context
+            )
+        return self
 
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y=None):
@@ -186,7 +206,8 @@ class BaseSparseAutoencoder(
             self._check_incremental()
         with self._input_metadata_kept_on_failure():
             X = self._validate_X(X, reset=first_call)
-            return self._train(X, incremental=not first_call, single_pass=True)
+            self._train(X, incremental=not first_call, single_pass=True)
+        return self
 
     @contextmanager
     def _input_metadata_kept_on_failure(self):
@@ -321,27 +342,9 @@ class BaseSparseAutoencoder(
             n_rows = int(sum_across(activity.new_tensor(len(train_rows))))
         self._set_fitted_state(module, optimizer, X.dtype, history, incremental)
         self._random_state = rng
-        if not single_pass:
-            self._warn_if_unconverged(history, rule.max_epochs)
         self.activation_frequency_ = (activity / n_rows).cpu().numpy()
         self.n_dead_components_ = int(np.sum(self.activation_frequency_ == 0))
-        return self
-
-    def _warn_if_unconverged(self, history, max_epochs: int) -> None:
-        """A ConvergenceWarning, as scikit-learn's iterative estimators give,
-        when training ran all its epochs and the loss was still improving."""
-        finished = history.converged or history.interrupted
-        if finished or max_epochs == 0 or history.n_epochs < max_epochs:
-            return
-        warnings.warn(
-            f"{type(self).__name__} ran max_iter={self.max_iter} epochs and its "
-            f"loss was still improving by more than tol={self.tol:g} within "
-            f"the last n_iter_no_change={self.n_iter_no_change}. Raise max_iter "
-            "to train further (warm_start=True continues this model), or ignore "
-            "this warning if the epoch count is what you intended.",
-            ConvergenceWarning,
-            stacklevel=5,  # the caller of fit, past _train and _fit_context
-        )
+        return history, rule.max_epochs
 
     def _share_of(self, train_rows):
         """This process's training rows: all of them, or its shard when
@@ -631,12 +634,14 @@ class BaseSparseAutoencoder(
         # float64 copy of the weights, so each row's result does not depend
         # on which other rows share its batch (float32 GEMM kernels differ
         # in the last bit with the row's position).
-        float64 = _output_dtype(X.dtype) == np.float64
+        # With bfloat16 products there is no float64 result to keep: float64
+        # data is encoded in float32 and answered in float64.
+        products = resolve_precision(self.precision, device)
+        float64 = _output_dtype(X.dtype) == np.float64 and products is None
         dtype = torch.float64 if float64 else torch.float32
         if float64:
             module = module_copy(module, dtype=dtype)
         work = self._batch_work(self._inference_batch_rows(), X.shape[1])
-        products = resolve_precision(self.precision, device)
         with limited_threads(work), products_in(products), torch.inference_mode():
             module.eval()
             yield module, self._ordered_batches(RowSource(X), device, dtype)

@@ -41,6 +41,7 @@ precision : {'auto', 'float32', 'bfloat16'}, default='auto'
     precision. ``'auto'`` is bfloat16 on CUDA devices that support it and
     float32 elsewhere; ``'float32'`` computes in the data's own precision
     (float64 inference on float64 data).
+random_state : int, RandomState instance or None, default=None
     Seeds initialization, shuffling and the validation split. With an int,
     two fits on the same data give bitwise-identical models on the CPU
     with the same number of threads.

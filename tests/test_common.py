@@ -1,5 +1,6 @@
 """scikit-learn's own estimator checks on every skae estimator."""
 
+import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skae import (
@@ -8,6 +9,7 @@ from skae import (
     KLSparseAutoencoder,
     KSparseAutoencoder,
     L1SparseAutoencoder,
+    SparseAutoencoderOutlierDetector,
     StackedSparseAutoencoder,
 )
 
@@ -40,3 +42,15 @@ ESTIMATORS = [
 @parametrize_with_checks(ESTIMATORS)
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)
+
+
+@pytest.mark.parametrize(
+    "estimator_class",
+    sorted({type(e) for e in ESTIMATORS} | {SparseAutoencoderOutlierDetector}, key=str),
+    ids=lambda cls: cls.__name__,
+)
+def test_every_parameter_is_documented(estimator_class):
+    from numpydoc.docscrape import ClassDoc
+
+    documented = {p.name for p in ClassDoc(estimator_class)["Parameters"]}
+    assert set(estimator_class().get_params(deep=False)) <= documented

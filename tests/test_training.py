@@ -145,3 +145,35 @@ def test_partial_fit_and_unrefined_stacks_do_not_warn(sparse_data):
         warnings.simplefilter("error", ConvergenceWarning)
         KSparseAutoencoder(48, k=3, random_state=0).partial_fit(sparse_data)
         StackedSparseAutoencoder((16, 8), max_iter=2, fine_tune=False).fit(sparse_data)
+
+
+def test_an_interrupted_fit_does_not_warn_of_convergence(sparse_data, monkeypatch):
+    # Ctrl-C while the last epoch is validated: every epoch ran, yet the fit
+    # was stopped, not left to run out.
+    original = skae._engine.training.evaluate
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(skae._engine.training, "evaluate", interrupted)
+    sae = KSparseAutoencoder(48, k=3, max_iter=2, early_stopping=True, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        with pytest.warns(RuntimeWarning, match="interrupted"):
+            sae.fit(sparse_data)
+    assert sae.n_iter_ == 2
+
+
+def test_a_warning_turned_error_leaves_a_whole_fitted_model(sparse_data):
+    sae = KSparseAutoencoder(48, k=3, max_iter=2, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        with pytest.raises(ConvergenceWarning):
+            sae.fit(sparse_data)
+    assert sae.n_features_in_ == sparse_data.shape[1]
+    assert sae.activation_frequency_.shape == (48,)
+    assert sae.transform(sparse_data).shape == (len(sparse_data), 48)

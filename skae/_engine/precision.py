@@ -39,14 +39,17 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     """The dtype of products for ``precision`` on ``device``; None for the
     operands' own (float32 for training, float64 for float64 inference).
 
-    ``'auto'`` is bfloat16 on a CUDA device that supports it, and the
+    ``'auto'`` is bfloat16 on a CUDA device that multiplies it natively
+    (compute capability 8.0 and up: Ampere, Hopper and later), and the
     operands' own dtype elsewhere, so that results on a CPU do not depend
-    on the CPU's instruction set.
+    on the CPU's instruction set. (``torch.cuda.is_bf16_supported`` also
+    counts older GPUs, which emulate bfloat16, slowly.)
     """
     if precision == "bfloat16":
         return torch.bfloat16
     if precision == "auto" and device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+        major, _ = torch.cuda.get_device_capability(device)
+        return torch.bfloat16 if major >= 8 else None
     return None
 
 
