@@ -1,6 +1,7 @@
 """Devices and thread limits; the CUDA tests skip without a GPU."""
 
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -46,6 +47,37 @@ def test_torch_threads_follow_threadpoolctl_limits(sparse_data, monkeypatch):
         KSparseAutoencoder(n_components=8, k=2, max_iter=2).fit(sparse_data)
     assert seen == [1, 1]
     assert torch.get_num_threads() == before
+
+
+def _mkl_threads() -> int | None:
+    """Threads of the MKL inside torch, where torch has one."""
+    found = re.search(
+        r"mkl_get_max_threads\(\) : (\d+)", torch.__config__.parallel_info()
+    )
+    return None if found is None else int(found.group(1))
+
+
+@pytest.mark.skipif(_mkl_threads() is None, reason="torch without MKL")
+def test_threadpoolctl_limits_reach_the_mkl_inside_torch(sparse_data, monkeypatch):
+    seen = []
+    original = skae._engine.training.train_epoch
+
+    def spy(*args, **kwargs):
+        seen.append(_mkl_threads())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(skae._engine.training, "train_epoch", spy)
+    before = torch.get_num_threads()
+    # What torch is left with after any earlier call of set_num_threads(2):
+    # threadpoolctl then lowers the OpenMP pool that torch reports, which
+    # the MKL inside torch (invisible to threadpoolctl) does not follow.
+    torch.set_num_threads(2)
+    try:
+        with threadpool_limits(limits=1):
+            KSparseAutoencoder(n_components=1024, k=2, max_iter=1).fit(sparse_data)
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [1]
 
 
 def test_small_models_train_on_one_thread(sparse_data, monkeypatch):

@@ -82,13 +82,14 @@ def limited_threads(work: int | None = None) -> Iterator[int]:
     """
     before = torch.get_num_threads()
     budget = 1 if work is not None and work < SMALL_WORK else thread_budget()
-    if budget != before:
-        torch.set_num_threads(budget)
+    # Set even when torch reports the budget already: threadpoolctl lowers
+    # the OpenMP pool that torch reports, not the MKL inside torch, whose
+    # products would go on with the count torch last set (0.2 us a call).
+    torch.set_num_threads(budget)
     try:
         yield budget
     finally:
-        if torch.get_num_threads() != before:
-            torch.set_num_threads(before)
+        torch.set_num_threads(before)
 
 
 def module_copy(
