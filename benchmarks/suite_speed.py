@@ -496,8 +496,10 @@ def _encode_rows_per_second(
 def _transform_methods(width: int, k: int) -> dict[str, str]:
     return {
         "sae": f"KSparseAutoencoder({width}, k={k}).transform",
+        "sae csr": "the same, sparse_output=True (CSR codes)",
         "encode": "its module.encode alone (no numpy I/O)",
         "sae bf16": "the same, precision='bfloat16'",
+        "sae csr bf16": "the same, sparse_output=True, precision='bfloat16'",
         "encode bf16": "its module.encode alone, bfloat16 products",
     }
 
@@ -509,18 +511,25 @@ def _transform_rows(
     d, width = X.shape[1], sae.n_components
     batch_size = sae._inference_batch_rows()
     cpu = torch.device("cpu")
-    ours = ("sae", "encode", "sae bf16", "encode bf16")
+    ours = ("sae", "sae csr", "encode", "sae bf16", "sae csr bf16", "encode bf16")
     names = (*ours, *baselines)
     figures = {name: [] for name in (*names, "rate", "bf16 rate")}
     X_tensor = torch.from_numpy(X)
-    # The same fitted model, its products in bfloat16.
-    sae_bf16 = copy.copy(sae).set_params(precision="bfloat16")
+    # The same fitted model, its codes as CSR and its products in bfloat16.
+    variants = {
+        "sae": sae,
+        "sae csr": copy.copy(sae).set_params(sparse_output=True),
+        "sae bf16": copy.copy(sae).set_params(precision="bfloat16"),
+        "sae csr bf16": copy.copy(sae).set_params(
+            sparse_output=True, precision="bfloat16"
+        ),
+    }
     for _ in range(repeats):
         figures["rate"].append(matmul_rate(batch_size, d, width, device=cpu))
         figures["bf16 rate"].append(
             matmul_rate(batch_size, d, width, device=cpu, dtype=torch.bfloat16)
         )
-        for name, estimator in (("sae", sae), ("sae bf16", sae_bf16)):
+        for name, estimator in variants.items():
             figures[name].append(_transform_rows_per_second(estimator.transform, X))
         for precision, name in (("float32", "encode"), ("bfloat16", "encode bf16")):
             with products_in(_PRODUCTS[precision]):
@@ -590,21 +599,24 @@ def transform_speed(*, quick: bool) -> tuple[str, object]:
         "SAE bound: float32 `torch.addmm` rate on transform's batch shape "
         f"({batch_size} x {d} times {d} x {width}, preallocated output) over "
         f"2·d·width = {encoder_flops(d, width)} FLOPs per row; top-k selection "
-        "and writing the dense (n, width) codes, 16 KiB a row, count as free. "
+        "and writing the dense (n, width) codes, 16 KiB a row, count as free "
+        "(`sparse_output=True` writes only the k kept codes). "
         "The bf16 bound is the same product on bfloat16 operands.\n\n"
         + markdown(rows)
         + "\n\n"
         + "\n\n".join(
-            f"- With precision='{precision}': "
+            f"- {label}: "
             + _verdict(
                 "transform",
                 0.7,
                 [row for row in rows if row["method"] == methods[user]],
                 [row for row in rows if row["method"] == methods[inner]],
             )
-            for precision, user, inner in (
-                ("float32", "sae", "encode"),
-                ("bfloat16", "sae bf16", "encode bf16"),
+            for label, user, inner in (
+                ("Dense codes, precision='float32'", "sae", "encode"),
+                ("CSR codes, precision='float32'", "sae csr", "encode"),
+                ("Dense codes, precision='bfloat16'", "sae bf16", "encode bf16"),
+                ("CSR codes, precision='bfloat16'", "sae csr bf16", "encode bf16"),
             )
         )
         + "\n"

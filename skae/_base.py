@@ -370,6 +370,7 @@ class BaseSparseAutoencoder(
             "n_iter_no_change",
             "device",
             "precision",
+            "sparse_output",
             "verbose",
             "warm_start",
             "checkpoint_path",
@@ -623,9 +624,10 @@ class BaseSparseAutoencoder(
         return out
 
     @contextmanager
-    def _inference_batches(self, X):
+    def _inference_batches(self, X, rows: int | None = None):
         """``(module, batches)``: the fitted module ready for inference on the
-        inference device, and X's rows in order, in batches on that device."""
+        inference device, and X's rows in order, in batches on that device,
+        of :meth:`_inference_batch_rows` rows unless ``rows`` says."""
         device = resolve_device(self.device, for_training=False)
         # Moved outside inference mode: parameters moved inside it would
         # become inference tensors that later training cannot use.
@@ -644,15 +646,15 @@ class BaseSparseAutoencoder(
         work = self._batch_work(self._inference_batch_rows(), X.shape[1])
         with limited_threads(work), products_in(products), torch.inference_mode():
             module.eval()
-            yield module, self._ordered_batches(RowSource(X), device, dtype)
+            yield module, self._ordered_batches(RowSource(X), device, dtype, rows)
 
     def _batch_work(self, n_rows: int, n_features: int) -> int:
         """Multiply-adds of a forward pass over ``n_rows`` rows, roughly: an
         encoder and a decoder of ``n_features`` by the code width."""
         return 2 * n_rows * n_features * self._n_features_out
 
-    def _ordered_batches(self, source, device, dtype=torch.float32):
-        rows = self._inference_batch_rows()
+    def _ordered_batches(self, source, device, dtype=torch.float32, rows=None):
+        rows = self._inference_batch_rows() if rows is None else rows
         chunks = sequential_chunks(source.n_rows, source.chunk_rows(rows))
         return iter_batches(source, chunks, rows, device, dtype=dtype)
 

@@ -334,6 +334,17 @@ class TopKAutoencoder(LinearAutoencoder):
             return self.rule.activate(pre)
         return torch.where(pre > self.threshold, pre, 0).relu_()
 
+    def kept_codes(self, x: Tensor) -> SparseCodes | None:
+        """The codes of :meth:`encode` as each row's kept latents, ``k`` a
+        row (some may be zero), or None for BatchTopK, whose rows keep
+        however many pass the threshold."""
+        if self.selection == "batch":
+            return None
+        centered = self._centered(x)
+        if self.pursuit is not None:
+            return SparseCodes(*self.pursuit(centered, self.W_dec, self.k))
+        return SparseCodes(*topk_encode(centered, self.W_enc, self.b_enc, self.k))
+
     def _centered(self, x: Tensor) -> Tensor:
         x = self.scaled(x)
         return x - self.b_dec if self.center_input else x
