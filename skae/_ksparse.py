@@ -92,7 +92,7 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
         Return :meth:`transform`'s codes as a ``scipy.sparse`` CSR matrix
         of the non-zero codes (at most ``k`` a sample, sorted by latent)
         instead of a dense array. For wide dictionaries: a million samples
-        of 32768 latents take 128 GB as a dense float32 array and 0.26 GB
+        of 32768 latents take 131 GB as a dense float32 array and 0.26 GB
         as CSR at ``k=32``, and transform skips writing the zeros.
         ``inverse_transform`` takes either.
     normalize_input : bool, default=False
