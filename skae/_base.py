@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from numbers import Integral, Real
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from sklearn.base import (
     BaseEstimator,
@@ -552,7 +553,28 @@ class BaseSparseAutoencoder(
                 f"inverse_transform got codes with {codes.shape[1]} columns, but "
                 f"{type(self).__name__} decodes {self._decoder_width()}."
             )
+        if sp.issparse(codes) and hasattr(self.module_, "decode_sparse"):
+            return self._decode_sparse(codes)
         return self._map_batches(codes, lambda m, z: m.decode(z), self.n_features_in_)
+
+    def _decode_sparse(self, codes) -> np.ndarray:
+        """:meth:`inverse_transform` of CSR codes, batch by batch, reading
+        only the atoms of the stored codes: a dense batch of a wide model's
+        codes would cost ``n_components / k`` times the work."""
+        out = np.empty(
+            (codes.shape[0], self.n_features_in_), dtype=_output_dtype(codes.dtype)
+        )
+        rows = self._inference_batch_rows()
+        with self._inference_batches(codes) as (module, _):
+            device, dtype = module.b_dec.device, module.b_dec.dtype
+            for start in range(0, codes.shape[0], rows):
+                block = codes[start : start + rows]
+                values = torch.from_numpy(block.data).to(device, dtype)
+                indices = torch.from_numpy(block.indices).to(device, torch.long)
+                offsets = torch.from_numpy(block.indptr[:-1]).to(device, torch.long)
+                decoded = module.decode_sparse(values, indices, offsets)
+                out[start : start + rows] = decoded.cpu().numpy()
+        return out
 
     def _decoder_width(self) -> int:
         """Number of code columns that ``inverse_transform`` decodes."""

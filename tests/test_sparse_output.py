@@ -4,7 +4,12 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from skae import KSparseAutoencoder
+from skae import (
+    JumpReLUSparseAutoencoder,
+    KLSparseAutoencoder,
+    KSparseAutoencoder,
+    L1SparseAutoencoder,
+)
 
 VARIANTS = {
     "topk": {},
@@ -29,8 +34,10 @@ def test_csr_codes_are_the_dense_codes(sparse_data, variant, dtype):
     np.testing.assert_array_equal(codes.toarray(), dense)
     if variant != "batchtopk":
         assert np.diff(codes.indptr).max() <= 3
-    np.testing.assert_array_equal(
-        sae.inverse_transform(codes), sae.inverse_transform(dense)
+    # Decoded from the stored codes' atoms alone: the same up to rounding.
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(
+        sae.inverse_transform(codes), sae.inverse_transform(dense), tol, tol
     )
 
 
@@ -53,3 +60,42 @@ def test_pandas_output_refuses_sparse_codes(sparse_data):
     sae.set_output(transform="pandas").fit(sparse_data)
     with pytest.raises(ValueError, match="sparse"):
         sae.transform(sparse_data)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: L1SparseAutoencoder(32, max_iter=3, random_state=0),
+        lambda: KLSparseAutoencoder(
+            32, output_activation="sigmoid", max_iter=3, random_state=0
+        ),
+        lambda: JumpReLUSparseAutoencoder(32, max_iter=3, random_state=0),
+        lambda: KSparseAutoencoder(
+            32, k=3, normalize_input=True, max_iter=3, random_state=0
+        ),
+    ],
+    ids=["l1", "kl-sigmoid", "jumprelu", "topk-normalized"],
+)
+def test_sparse_codes_decode_as_dense_ones(sparse_data, make, monkeypatch):
+    X = sparse_data.astype(np.float32)
+    if "sigmoid" in repr(make()):
+        X = (X - X.min()) / (X.max() - X.min())
+    sae = make().fit(X)
+    dense = sae.transform(X)
+    dense[:, ::2] = 0  # some rows empty, some columns never stored
+    expected = sae.inverse_transform(dense)
+
+    def no_dense_decode(codes):
+        raise AssertionError("sparse codes were decoded as dense ones")
+
+    monkeypatch.setattr(sae.module_, "decode", no_dense_decode, raising=False)
+    decoded = sae.inverse_transform(sp.csr_matrix(dense))
+    assert decoded.dtype == np.float32
+    np.testing.assert_allclose(decoded, expected, rtol=1e-5, atol=1e-6)
+    # CSC input and float64 codes too.
+    np.testing.assert_allclose(
+        sae.inverse_transform(sp.csc_matrix(dense.astype(np.float64))),
+        expected,
+        rtol=1e-5,
+        atol=1e-6,
+    )

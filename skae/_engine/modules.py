@@ -144,6 +144,19 @@ class LinearAutoencoder(nn.Module):
 
     def decode(self, codes: Tensor) -> Tensor:
         reconstruction = product(torch.addmm, self.b_dec, codes, self.W_dec)
+        return self._output(reconstruction)
+
+    def decode_sparse(self, values: Tensor, indices: Tensor, offsets: Tensor) -> Tensor:
+        """:meth:`decode` of codes given in CSR form: row ``i`` holds
+        ``values[offsets[i]:offsets[i + 1]]`` at columns ``indices[...]``
+        (``offsets`` without its last entry). Only the stored codes' atoms
+        are read."""
+        reconstruction = nn.functional.embedding_bag(
+            indices, self.W_dec, offsets, mode="sum", per_sample_weights=values
+        )
+        return self._output(reconstruction + self.b_dec)
+
+    def _output(self, reconstruction: Tensor) -> Tensor:
         if self.output_activation == "sigmoid":
             reconstruction = torch.sigmoid(reconstruction)
         return self.unscaled(reconstruction)
