@@ -37,6 +37,7 @@ from ._engine.distributed import (
     current_world,
     is_main_process,
     parallel,
+    release_parallel,
     sum_across,
 )
 from ._engine.precision import PRECISIONS, products_in, resolve_precision
@@ -337,6 +338,7 @@ class BaseSparseAutoencoder(
                     for submodule, attributes in start_attributes:
                         vars(submodule).update(attributes)
                 raise
+            release_parallel()
             if not single_pass:
                 self._accumulate_activity(module, source, train_rows, activity)
             activity = sum_across(activity)
