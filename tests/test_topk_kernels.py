@@ -72,7 +72,15 @@ def test_codes_match_topk_relu(device, k):
 
 @pytest.mark.parametrize(
     ("width", "k", "dtype"),
-    [(256, 8, torch.float32), (4096, 32, torch.float32), (512, 16, torch.float64)],
+    [
+        (256, 8, torch.float32),
+        (4096, 32, torch.float32),
+        (512, 16, torch.float64),
+        # Groups of groups: 16384 / 8 = 2048 maxima, themselves grouped.
+        (16384, 32, torch.float32),
+        # Three levels: 65536 / 8 / 8 = 1024 maxima of maxima, grouped again.
+        (65536, 4, torch.float32),
+    ],
 )
 def test_grouped_selection_matches_topk(width, k, dtype):
     assert _group_size(width, k) > 1  # the grouped path is the one under test
@@ -85,11 +93,12 @@ def test_grouped_selection_matches_topk(width, k, dtype):
     assert torch.equal(pre.gather(1, indices), values)
 
 
-def test_grouped_selection_with_ties_keeps_k_largest():
+@pytest.mark.parametrize("width", [256, 4096])  # one level of groups, two
+def test_grouped_selection_with_ties_keeps_k_largest(width):
     # Integer pre-activations tie everywhere: any tie-break is a right answer
     # as long as k distinct columns holding the k largest values come back.
     generator = torch.Generator().manual_seed(1)
-    pre = torch.randint(0, 5, (200, 256), generator=generator).float()
+    pre = torch.randint(0, 5, (200, width), generator=generator).float()
     values, indices = largest_k(pre, 8)
     expected = torch.topk(pre, 8, dim=1).values
     assert torch.equal(values.sort(dim=1).values, expected.sort(dim=1).values)
