@@ -330,18 +330,11 @@ class TopKAutoencoder(LinearAutoencoder):
         self.threshold.copy_(torch.where(torch.isinf(smallest), self.threshold, moved))
 
     def encode(self, x: Tensor) -> Tensor:
-        if self.selection == "row":
-            # As training selects: no (batch, width) pre-activations to
-            # allocate, and a bfloat16 product is selected from as it is.
-            values, indices = topk_encode(
-                self._centered(x), self.W_enc, self.b_enc, self.k
-            )
-            codes = values.new_zeros(len(x), self.n_components)
-            return codes.scatter_(1, indices, values)
-        if self.pursuit is not None:
-            values, indices = self.pursuit(self._centered(x), self.W_dec, self.k)
-            codes = values.new_zeros(len(x), self.n_components)
-            return codes.scatter_add_(1, indices, values)
+        kept = self.kept_codes(x)
+        if kept is not None:
+            # Matching pursuit may pick an atom twice: its codes add up.
+            codes = kept.values.new_zeros(len(x), self.n_components)
+            return codes.scatter_add_(1, kept.indices, kept.values)
         pre = self.preactivate(x)
         if torch.isnan(self.threshold):  # never trained in batch mode
             return self.rule.activate(pre)
@@ -350,7 +343,9 @@ class TopKAutoencoder(LinearAutoencoder):
     def kept_codes(self, x: Tensor) -> SparseCodes | None:
         """The codes of :meth:`encode` as each row's kept latents, ``k`` a
         row (some may be zero), or None for BatchTopK, whose rows keep
-        however many pass the threshold."""
+        however many pass the threshold. Selected as in training: no
+        (batch, width) pre-activations, and a bfloat16 product is selected
+        from as it is."""
         if self.selection == "batch":
             return None
         centered = self._centered(x)
