@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import copy
+import math
 import os
 import warnings
 from abc import abstractmethod
+from collections.abc import Iterable
 from contextlib import contextmanager
 from numbers import Integral, Real
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -23,16 +26,28 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from ._engine.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from ._engine.checkpoint import (
+    Checkpoint,
+    data_fingerprint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from ._engine.data import (
     RowSource,
     all_rows,
     column_sums,
-    find_non_finite,
     iter_batches,
+    scan_values,
     sequential_chunks,
 )
-from ._engine.device import cpu_copy, limited_threads, module_copy, resolve_device
+from ._engine.device import (
+    available_memory,
+    cpu_copy,
+    inference_device,
+    limited_threads,
+    module_copy,
+    resolve_device,
+)
 from ._engine.distributed import (
     current_world,
     is_main_process,
@@ -40,10 +55,43 @@ from ._engine.distributed import (
     release_parallel,
     sum_across,
 )
+from ._engine.files import check_writable_folder
 from ._engine.precision import PRECISIONS, products_in, resolve_precision
-from ._engine.training import LoopState, StoppingRule, adam, snapshot, train
+from ._engine.serialize import module_state, restore_module
+from ._engine.training import (
+    LoopState,
+    StoppingRule,
+    adam,
+    all_latents_dead,
+    snapshot,
+    train,
+)
 
 _FLOATS = (np.float64, np.float32)
+
+#: Largest magnitude of training data: skae trains in float32, where the
+#: squares of gradients (which grow with the square of the data) that Adam
+#: keeps overflow for data of about 1e11, and training degrades silently.
+TRAINING_MAGNITUDE_LIMIT = 1e9
+
+
+class _Outcome(NamedTuple):
+    """What one training call reports back to ``fit``."""
+
+    history: object
+    max_epochs: int
+    explained_variance: float | None  # on the training rows, after training
+
+
+def _gigabytes(n_bytes: float) -> str:
+    return f"{n_bytes / 1e9:.3g} GB"
+
+
+def _difference(key: str, saved, now) -> str:
+    """One line of what differs between a checkpoint's run and this one."""
+    if key == "data_sample":
+        return "data: other rows of the same shape (their sampled rows differ)"
+    return f"{key}: {saved!r} saved, {now!r} now"
 
 
 def _ran_out_of_epochs(history, max_epochs: int) -> bool:
@@ -116,6 +164,11 @@ class BaseSparseAutoencoder(
     ) -> torch.nn.Module:
         """The untrained torch module for data with ``n_features`` columns."""
 
+    def _module_skeleton(self, n_features: int) -> torch.nn.Module:
+        """A module of the shape these parameters give for ``n_features``
+        inputs, for saved weights to fill (its own weights are arbitrary)."""
+        return self._make_module(n_features, torch.zeros(n_features), torch.Generator())
+
     def _check_params(self) -> None:
         """Check parameter combinations that constraints cannot express."""
 
@@ -166,11 +219,21 @@ class BaseSparseAutoencoder(
         if warm:
             self._check_incremental()
         with self._input_metadata_kept_on_failure():
-            X = self._validate_X(X, reset=not warm)
-            history, max_epochs = self._train(X, incremental=warm)
+            X = self._validate_X(X, reset=not warm, for_training=True)
+            outcome = self._train(X, incremental=warm)
         # Last, once the estimator is whole: an error raised from it by a
         # warnings filter leaves a fitted model, not a half-updated one.
-        if _ran_out_of_epochs(history, max_epochs):
+        score = outcome.explained_variance
+        if score is not None and score < 0:
+            warnings.warn(
+                f"{type(self).__name__} ended with an explained variance of "
+                f"{score:.4g} on its own training data: it reconstructs X worse "
+                "than X's mean does. Lower learning_rate, standardize X, or "
+                "train longer (warm_start=True continues this model).",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        if _ran_out_of_epochs(outcome.history, outcome.max_epochs):
             warnings.warn(
                 f"{type(self).__name__} ran max_iter={self.max_iter} epochs and its "
                 f"loss was still improving by more than tol={self.tol:g} within "
@@ -207,7 +270,7 @@ class BaseSparseAutoencoder(
         if not first_call:
             self._check_incremental()
         with self._input_metadata_kept_on_failure():
-            X = self._validate_X(X, reset=first_call)
+            X = self._validate_X(X, reset=first_call, for_training=True)
             self._train(X, incremental=not first_call, single_pass=True)
         return self
 
@@ -225,18 +288,22 @@ class BaseSparseAutoencoder(
             self.__dict__.update(saved)
             raise
 
-    def _train(self, X, *, incremental: bool, single_pass: bool = False):
+    def _train(self, X, *, incremental: bool, single_pass: bool = False) -> _Outcome:
         # Continuing a model continues its random stream too, so successive
         # partial_fit calls do not all shuffle alike.
         rng = getattr(self, "_random_state", None) if incremental else None
         rng = check_random_state(self.random_state) if rng is None else rng
         device = resolve_device(self.device, for_training=True)
         source = RowSource(X)
-        train_rows, val_rows = self._split_rows(source, rng, single_pass)
         checkpoints = self.checkpoint_path is not None and not (
             incremental or single_pass
         )
-        resumed = self._resumed_checkpoint(source) if checkpoints else None
+        if checkpoints:
+            check_writable_folder(self.checkpoint_path, "checkpoint_path")
+        self._check_memory(source, device, incremental)
+        train_rows, val_rows = self._split_rows(source, rng, single_pass)
+        fingerprint = self._fingerprint(X) if checkpoints else None
+        resumed = self._resumed_checkpoint(fingerprint) if checkpoints else None
         loop = LoopState() if resumed is None else resumed.loop
         if resumed is not None:
             # The saved rows, not a new draw: with random_state=None the split
@@ -253,7 +320,8 @@ class BaseSparseAutoencoder(
                 self._update_module(module)
                 start_state = snapshot(module)
             elif resumed is not None:
-                module = resumed.module.to(device)
+                skeleton = self._module_skeleton(source.n_features)
+                module = restore_module(skeleton, resumed.module).to(device)
                 self._update_module(module)
                 rng = resumed.rng
             else:
@@ -278,39 +346,16 @@ class BaseSparseAutoencoder(
                 self.n_iter_no_change,
             )
 
-            interval = self.checkpoint_interval
-            # A fractional interval saves that share of an epoch's steps apart.
-            step_interval = (
-                max(1, round(interval * -(-len(train_rows) // self.batch_size)))
-                if interval < 1
-                else 0
-            )
-
-            def save(state: LoopState) -> None:
-                epochs = state.history.n_epochs
-                last = state.history.converged or epochs >= rule.max_epochs
-                if not is_main_process():
-                    return
-                due = state.partial is not None or interval < 1
-                if due or last or epochs % interval == 0:
-                    checkpoint = Checkpoint(
-                        module,
-                        optimizer.state_dict(),
-                        state,
-                        rng,
-                        split,
-                        self._fingerprint(source),
-                    )
-                    try:
-                        save_checkpoint(self.checkpoint_path, checkpoint)
-                    except (OSError, RuntimeError) as exc:
-                        # A full disk should not end a long run: warn, go on.
-                        warnings.warn(
-                            f"Could not write the checkpoint after epoch "
-                            f"{epochs} to {str(self.checkpoint_path)!r}: {exc}",
-                            RuntimeWarning,
-                            stacklevel=2,
-                        )
+            def checkpoint(state: LoopState) -> Checkpoint:
+                state_of_module = module_state(module)
+                return Checkpoint(
+                    state_of_module,
+                    optimizer.state_dict(),
+                    state,
+                    rng,
+                    split,
+                    fingerprint,
+                )
 
             activity = torch.zeros(module.n_components, device=device)
             try:
@@ -328,9 +373,19 @@ class BaseSparseAutoencoder(
                     verbose=0 if single_pass else self.verbose,
                     description=type(self).__name__,
                     state=loop,
-                    on_epoch_end=save if checkpoints else None,
-                    step_interval=step_interval,
+                    on_epoch_end=self._checkpointer(rule, checkpoint)
+                    if checkpoints
+                    else None,
+                    step_interval=self._checkpoint_steps(len(train_rows)),
                 )
+                release_parallel()
+                error, data = None, None
+                if not single_pass:
+                    error, data = self._measure(module, source, train_rows, activity)
+                activity = sum_across(activity)
+                n_rows = int(sum_across(activity.new_tensor(len(train_rows))))
+                if n_rows and not bool(activity.any()):
+                    raise all_latents_dead(module.n_components, history)
             except BaseException:
                 # A failed call leaves a continued model exactly as it was.
                 if incremental:
@@ -338,16 +393,87 @@ class BaseSparseAutoencoder(
                     for submodule, attributes in start_attributes:
                         vars(submodule).update(attributes)
                 raise
-            release_parallel()
-            if not single_pass:
-                self._accumulate_activity(module, source, train_rows, activity)
-            activity = sum_across(activity)
-            n_rows = int(sum_across(activity.new_tensor(len(train_rows))))
         self._set_fitted_state(module, optimizer, X.dtype, history, incremental)
         self._random_state = rng
         self.activation_frequency_ = (activity / n_rows).cpu().numpy()
         self.n_dead_components_ = int(np.sum(self.activation_frequency_ == 0))
-        return history, rule.max_epochs
+        score = None
+        if error is not None:
+            col_sum, squares, n = data
+            total = squares - float(col_sum @ col_sum) / n
+            score = 1.0 - error / total if total > 0 else float(error == 0.0)
+        return _Outcome(history, rule.max_epochs, score)
+
+    def _checkpoint_steps(self, n_rows: int) -> int:
+        """Steps between mid-epoch checkpoints: a fractional interval saves
+        that share of an epoch's steps apart; 0 for whole epochs."""
+        interval = self.checkpoint_interval
+        if interval >= 1:
+            return 0
+        return max(1, round(interval * -(-n_rows // self.batch_size)))
+
+    def _checkpointer(self, rule: StoppingRule, checkpoint):
+        """The ``on_epoch_end`` of :func:`train` that writes checkpoints."""
+        interval = self.checkpoint_interval
+
+        def save(state: LoopState) -> None:
+            epochs = state.history.n_epochs
+            last = state.history.converged or epochs >= rule.max_epochs
+            if not is_main_process():
+                return
+            due = state.partial is not None or interval < 1
+            if not (due or last or epochs % interval == 0):
+                return
+            try:
+                save_checkpoint(self.checkpoint_path, checkpoint(state))
+            except (OSError, RuntimeError) as exc:
+                # A full disk should not end a long run: warn, go on.
+                warnings.warn(
+                    f"Could not write the checkpoint after epoch {epochs} to "
+                    f"{str(self.checkpoint_path)!r}: {exc}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+
+        return save
+
+    def _check_memory(self, source, device, incremental: bool) -> None:
+        """Raise ValueError before any allocation when training cannot fit
+        in ``device``'s memory: a lower bound of what it needs (the weights,
+        their gradients and Adam's two moments, unless the model exists
+        already, and one batch's codes) against what is available."""
+        available = available_memory(device)
+        if available is None:
+            return
+        n_params = 0 if incremental else self._parameter_count(source.n_features)
+        batch_rows = min(self.batch_size, source.n_rows)
+        n_batch = self._activation_count(batch_rows, source.n_features)
+        weights, batch = 16 * n_params, 4 * n_batch
+        if weights + batch <= available:
+            return
+        sizes = ", ".join(f"{k}={v!r}" for k, v in self._size_parameters().items())
+        raise ValueError(
+            f"{type(self).__name__}({sizes}, batch_size={self.batch_size}) needs at "
+            f"least {_gigabytes(weights + batch)} of memory to train on {device} "
+            f"({_gigabytes(weights)} for the weights, their gradients and Adam's "
+            f"moments; {_gigabytes(batch)} for one batch's codes), but "
+            f"{_gigabytes(available)} is available. Lower "
+            f"{' or '.join(self._size_parameters())} or batch_size."
+        )
+
+    def _parameter_count(self, n_features: int) -> int:
+        """Number of weights of the module for ``n_features`` inputs."""
+        width = self._width()
+        return 2 * width * n_features + width + n_features
+
+    def _activation_count(self, n_rows: int, n_features: int) -> int:
+        """Floats one training batch of ``n_rows`` holds at least: its
+        pre-activations and codes."""
+        return 2 * n_rows * self._width()
+
+    def _size_parameters(self) -> dict:
+        """The parameters that set the module's size, by name."""
+        return {"n_components": self.n_components}
 
     def _share_of(self, train_rows):
         """This process's training rows: all of them, or its shard when
@@ -363,10 +489,11 @@ class BaseSparseAutoencoder(
             )
         return shard
 
-    def _fingerprint(self, source) -> dict:
-        """What a checkpoint must match to be resumed: the estimator, the data's
-        shape and every parameter that shapes the run (not those that only
-        say how long, where or in what precision it runs)."""
+    def _fingerprint(self, X) -> dict:
+        """What a checkpoint must match to be resumed: the estimator, the data
+        (shape, dtype and a hash of sampled rows) and every parameter that
+        shapes the run (not those that only say how long, where or in what
+        precision it runs)."""
         free = {
             "max_iter",
             "tol",
@@ -384,28 +511,41 @@ class BaseSparseAutoencoder(
             for name, value in self.get_params(deep=False).items()
             if name not in free
         }
+        data = data_fingerprint(X)
         return {
             "estimator": type(self).__name__,
-            "data_shape": (source.n_rows, source.n_features),
+            "data_shape": data["shape"],
+            "data_dtype": data["dtype"],
+            "data_sample": data["sample_sha256"],
             **params,
         }
 
-    def _resumed_checkpoint(self, source) -> Checkpoint | None:
-        if not os.path.exists(self.checkpoint_path):
+    def _resumed_checkpoint(self, fingerprint: dict) -> Checkpoint | None:
+        path = self.checkpoint_path
+        if not os.path.lexists(path):
             return None
-        checkpoint = load_checkpoint(self.checkpoint_path)
-        expected = self._fingerprint(source)
-        if checkpoint.fingerprint != expected:
-            differences = [
-                f"{key}: {checkpoint.fingerprint.get(key)!r} saved, {value!r} now"
-                for key, value in expected.items()
-                if checkpoint.fingerprint.get(key) != value
-            ]
+        checkpoint = load_checkpoint(path)
+        saved = checkpoint.fingerprint
+        differences = [
+            _difference(key, saved.get(key), value)
+            for key, value in fingerprint.items()
+            if saved.get(key) != value
+        ]
+        if differences:
             raise ValueError(
-                f"checkpoint_path={str(self.checkpoint_path)!r} holds another run "
-                f"({'; '.join(differences)}); delete it or choose another path "
-                "to start afresh."
+                f"checkpoint_path={str(path)!r} holds another run "
+                f"({'; '.join(differences)}), and a checkpoint resumes only the "
+                "run that wrote it: delete the file or choose another "
+                "checkpoint_path to start afresh."
             )
+        history = checkpoint.loop.history
+        done = "" if checkpoint.loop.partial is None else " and part of the next"
+        warnings.warn(
+            f"Resuming {type(self).__name__} from {str(path)!r}: {history.n_epochs} "
+            f"epoch(s){done} done of this run.",
+            UserWarning,
+            stacklevel=5,  # the caller of fit, past _train and _fit_context
+        )
         return checkpoint
 
     def _saved_optimizer(self, incremental: bool) -> dict | None:
@@ -481,13 +621,23 @@ class BaseSparseAutoencoder(
         )
 
     @torch.no_grad()
-    def _accumulate_activity(self, module, source, rows, activity) -> None:
-        """Add every latent's activity over ``rows`` to ``activity``."""
+    def _measure(self, module, source, rows, activity) -> tuple[float, tuple]:
+        """Add every latent's activity over ``rows`` to ``activity``; return
+        the squared reconstruction error over them, and their column sums,
+        sum of squares and count, all over every process's rows."""
         module.eval()
         chunks = rows.ordered(source.chunk_rows(self.batch_size))
         device = activity.device
+        totals = torch.zeros(source.n_features + 2, dtype=torch.float64, device=device)
         for x in iter_batches(source, chunks, self._inference_batch_rows(), device):
-            activity += module.activity_of(x)
+            batch_activity, error = module.measure(x)
+            activity += batch_activity
+            totals[:-2] += x.sum(dim=0, dtype=torch.float64)
+            totals[-2] += x.square().sum(dtype=torch.float64)
+            totals[-1] += error
+        totals = sum_across(totals).cpu().numpy()
+        n_rows = int(sum_across(torch.tensor(float(len(rows)))))
+        return float(totals[-1]), (totals[:-2], float(totals[-2]), n_rows)
 
     def _set_fitted_state(self, module, optimizer, dtype, history, incremental):
         self.module_ = module
@@ -656,16 +806,9 @@ class BaseSparseAutoencoder(
         # Moved outside inference mode: parameters moved inside it would
         # become inference tensors that later training cannot use.
         module = self.module_.to(device)
-        # Training runs in float32; float64 data is encoded in float64 with a
-        # float64 copy of the weights, so each row's result does not depend
-        # on which other rows share its batch (float32 GEMM kernels differ
-        # in the last bit with the row's position).
-        # With bfloat16 products there is no float64 result to keep: float64
-        # data is encoded in float32 and answered in float64.
         products = resolve_precision(self.precision, device)
-        float64 = _output_dtype(X.dtype) == np.float64 and products is None
-        dtype = torch.float64 if float64 else torch.float32
-        if float64:
+        dtype = self._inference_dtype(X.dtype)
+        if dtype == torch.float64:
             module = module_copy(module, dtype=dtype)
         work = self._batch_work(self._inference_batch_rows(), X.shape[1])
         with limited_threads(work), products_in(products), torch.inference_mode():
@@ -699,8 +842,15 @@ class BaseSparseAutoencoder(
 
     # --------------------------------------------------------- validation
 
-    def _validate_X(self, X, *, reset: bool):
-        """Validate X without copying it; memmaps are checked chunk by chunk."""
+    def _validate_X(self, X, *, reset: bool, for_training: bool = False):
+        """Validate X without copying it; memmaps are checked chunk by chunk.
+
+        X must be finite and small enough in magnitude for the float
+        precision it is computed in: :data:`TRAINING_MAGNITUDE_LIMIT` for
+        training, or what keeps squared reconstruction errors finite for
+        inference.
+        """
+        X = _without_dates(X)
         if isinstance(X, np.memmap) and X.ndim == 2:
             validate_data(self, X[:1], reset=reset, dtype=None, ensure_all_finite=False)
             if X.dtype.kind not in "fiub":
@@ -714,7 +864,7 @@ class BaseSparseAutoencoder(
                 dtype=_FLOATS,
                 ensure_all_finite=False,
             )
-        bad = find_non_finite(RowSource(X))
+        bad, largest = scan_values(RowSource(X))
         if bad is not None:
             row, col, value = bad
             kind = "NaN" if np.isnan(value) else "infinity"
@@ -723,7 +873,34 @@ class BaseSparseAutoencoder(
                 f"{type(self).__name__} needs finite values. Impute or drop them, "
                 "for example with sklearn.impute.SimpleImputer."
             )
+        if for_training:
+            limit = TRAINING_MAGNITUDE_LIMIT
+            why = "train on: it trains in float32, where the squared gradients"
+        else:
+            dtype = str(self._inference_dtype(X.dtype)).removeprefix("torch.")
+            limit = _inference_limit(self._inference_dtype(X.dtype), X.shape[1])
+            why = f"compute with: in {dtype}, the squared errors"
+        if largest > limit:
+            raise ValueError(
+                f"Input X holds values up to {largest:.3g} in magnitude, beyond the "
+                f"{limit:.3g} that {type(self).__name__} can {why} of larger "
+                "data overflow. Scale X first, for example with "
+                "sklearn.preprocessing.StandardScaler."
+            )
         return X
+
+    def _inference_dtype(self, dtype) -> torch.dtype:
+        """The dtype inference computes in for data of ``dtype``.
+
+        Training runs in float32; float64 data is encoded in float64 with a
+        float64 copy of the weights, so each row's result does not depend on
+        which other rows share its batch (float32 GEMM kernels differ in the
+        last bit with the row's position). With bfloat16 products there is no
+        float64 result to keep: float64 data is encoded in float32.
+        """
+        products = resolve_precision(self.precision, inference_device(self.device))
+        float64 = _output_dtype(dtype) == np.float64 and products is None
+        return torch.float64 if float64 else torch.float32
 
     # ------------------------------------------------------- persistence
 
@@ -778,3 +955,25 @@ def _to_cpu(obj):
     if isinstance(obj, (list, tuple)):
         return type(obj)(_to_cpu(value) for value in obj)
     return obj
+
+
+def _inference_limit(dtype: torch.dtype, n_features: int) -> float:
+    """Largest input magnitude whose squared reconstruction error, summed
+    over ``n_features``, stays finite in ``dtype`` (with a margin of 10)."""
+    return math.sqrt(torch.finfo(dtype).max / (4 * max(1, n_features))) / 10
+
+
+def _without_dates(X):
+    """X, refused if it holds dates or durations, which would otherwise
+    become numbers (nanoseconds or days) silently; lists become arrays."""
+    if isinstance(X, (list, tuple)):
+        X = np.asarray(X)
+    dtypes = getattr(X, "dtypes", None)  # a DataFrame's columns
+    dtypes = list(dtypes) if isinstance(dtypes, Iterable) else []
+    dtypes.append(getattr(X, "dtype", None))
+    if any(getattr(dtype, "kind", "") in ("m", "M") for dtype in dtypes):
+        raise TypeError(
+            "X holds dates or durations (datetime64 or timedelta64); convert them "
+            "to numbers you choose (for example elapsed seconds) first."
+        )
+    return X

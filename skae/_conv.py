@@ -191,8 +191,8 @@ class ConvSparseAutoencoder(BaseSparseAutoencoder):
             )
         return shape
 
-    def _validate_X(self, X, *, reset: bool):
-        X = super()._validate_X(X, reset=reset)
+    def _validate_X(self, X, *, reset: bool, for_training: bool = False):
+        X = super()._validate_X(X, reset=reset, for_training=for_training)
         if reset:
             self._resolve_image_shape(X.shape[1])
         return X
@@ -251,6 +251,15 @@ class ConvSparseAutoencoder(BaseSparseAutoencoder):
         check_is_fitted(self)
         rows, cols = self._grid()
         return self.module_.n_components * rows * cols
+
+    def _parameter_count(self, n_features: int) -> int:
+        _, _, channels = self._resolve_image_shape(n_features)
+        kernel = self.kernel_size**2
+        return 2 * self.n_components * channels * kernel + self.n_components + channels
+
+    def _activation_count(self, n_rows: int, n_features: int) -> int:
+        _, _, channels = self._resolve_image_shape(n_features)
+        return 2 * n_rows * self.n_components * (n_features // channels)
 
     def _batch_work(self, n_rows: int, n_features: int) -> int:
         # Every map at every position: more than the convolutions' real work,

@@ -19,6 +19,8 @@ import math
 import torch
 from torch import Tensor
 
+from ._engine.serialize import storable
+
 
 def _group_size(width: int, k: int) -> int:
     """Columns per group in :func:`largest_k` on the CPU; 1 for a plain topk.
@@ -70,6 +72,7 @@ def topk_relu(pre: Tensor, k: int) -> Tensor:
     return codes.scatter_(1, indices, torch.relu(values))
 
 
+@storable
 class TopK:
     """Structural k-sparsity: at most ``k`` non-zero codes per row, no penalty."""
 
@@ -119,6 +122,7 @@ def rho_divergence(rho: float, rho_hat: Tensor, kind: str) -> Tensor:
     return (rho - rho_hat).square().sum()
 
 
+@storable
 class L1:
     """ReLU codes with an atom-norm-weighted L1 penalty of strength ``alpha``."""
 
@@ -145,6 +149,7 @@ class L1:
         return f"L1(alpha={self.alpha})"
 
 
+@storable
 class TargetActivation:
     """Sigmoid codes whose batch-mean activations are pulled towards ``rho``."""
 
@@ -204,6 +209,7 @@ def apply_cut(maps: Tensor, cut: Tensor) -> Tensor:
     return maps * (strongest >= cut).to(maps.dtype)[:, :, None, None]
 
 
+@storable
 class WinnerTakeAll:
     """ReLU feature maps keeping the ``k`` largest values of each map of each
     image; lifetime sparsity (:func:`lifetime_cut`) is the module's."""

@@ -285,6 +285,25 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
             weight_decay=self.weight_decay,
         )
 
+    def _module_skeleton(self, n_features: int) -> StackedAutoencoder:
+        generator = torch.Generator()
+        widths = self._sizes()
+        layers = [
+            self._make_layer(i, n_inputs, width, torch.zeros(n_inputs), generator)
+            for i, (n_inputs, width) in enumerate(pairwise([n_features, *widths]))
+        ]
+        return StackedAutoencoder(layers, self._layer_weights())
+
+    def _parameter_count(self, n_features: int) -> int:
+        sizes = [n_features, *self._sizes()]
+        return sum(2 * a * b + a + b for a, b in pairwise(sizes))
+
+    def _activation_count(self, n_rows: int, n_features: int) -> int:
+        return 2 * n_rows * sum(self._sizes())
+
+    def _size_parameters(self) -> dict:
+        return {"hidden_layer_sizes": self.hidden_layer_sizes}
+
     def _layer_weights(self) -> list[float]:
         if self.layer_weights is None:
             return [1.0] * len(self._sizes())

@@ -9,6 +9,9 @@ import skae._engine.training
 from skae import KSparseAutoencoder, StackedSparseAutoencoder
 from skae._engine.checkpoint import load_checkpoint
 
+# Resumed fits announce themselves; test_resuming_says_so checks the message.
+pytestmark = pytest.mark.filterwarnings("ignore:Resuming:UserWarning")
+
 
 def model(path, **params):
     defaults = {
@@ -104,7 +107,7 @@ def test_a_finished_checkpoint_trains_no_more(sparse_data, tmp_path, monkeypatch
     [
         ({"k": 3}, "k: 4 saved, 3 now"),
         ({"estimator": "stacked"}, "estimator: 'KSparseAutoencoder' saved"),
-        ({"rows": 100}, r"data_shape: \(2000, 32\) saved, \(100, 32\) now"),
+        ({"rows": 100}, r"data_shape: \[2000, 32\] saved, \[100, 32\] now"),
     ],
 )
 def test_a_checkpoint_of_another_run_is_refused(sparse_data, tmp_path, change, message):
@@ -186,12 +189,32 @@ def test_resume_without_a_seed_keeps_the_validation_rows(sparse_data, tmp_path):
     np.testing.assert_array_equal(after.rows[1].indices, before)
 
 
-def test_an_unwritable_checkpoint_warns_and_training_goes_on(sparse_data, tmp_path):
-    path = tmp_path / "missing-directory" / "run.ckpt"
-    with pytest.warns(RuntimeWarning, match="Could not write the checkpoint"):
-        sae = model(path, max_iter=2).fit(sparse_data)
+def test_a_checkpoint_path_that_cannot_be_written_is_refused_before_training(
+    sparse_data, tmp_path, monkeypatch
+):
+    epochs = count_epochs(monkeypatch)
+    for path, message in [
+        (tmp_path / "missing-directory" / "run.ckpt", "cannot be written"),
+        ("", "is not a file name"),
+        (tmp_path, "is a folder"),
+    ]:
+        with pytest.raises(ValueError, match=f"checkpoint_path=.*{message}"):
+            model(path, max_iter=2).fit(sparse_data)
+    assert epochs == []
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_checkpoint_write_warns_and_training_goes_on(
+    sparse_data, tmp_path, monkeypatch
+):
+    def disk_full(path, checkpoint):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(skae._base, "save_checkpoint", disk_full)
+    with pytest.warns(RuntimeWarning, match="Could not write the checkpoint.*space"):
+        sae = model(tmp_path / "run.ckpt", max_iter=2).fit(sparse_data)
     assert sae.n_iter_ == 2
-    assert not list(tmp_path.glob("**/*.partial"))
+    assert list(tmp_path.iterdir()) == []
 
 
 def interrupt_on_step(monkeypatch, n):

@@ -9,7 +9,7 @@ import torch
 from sklearn.exceptions import ConvergenceWarning
 
 import skae._engine.training
-from skae import KSparseAutoencoder, StackedSparseAutoencoder
+from skae import KSparseAutoencoder, StackedSparseAutoencoder, TrainingDivergedError
 
 
 def model(**params):
@@ -18,37 +18,54 @@ def model(**params):
     )
 
 
-def test_overflowing_loss_stops_with_advice_and_no_model(sparse_data):
+def test_data_that_would_overflow_float32_is_refused_before_training(
+    sparse_data, monkeypatch
+):
     huge = sparse_data * 1e25  # finite, but its squares overflow float32
+    epochs = count_epochs(monkeypatch)
     sae = model()
-    with pytest.raises(
-        ValueError,
-        match=r"loss became (nan|inf) at epoch 1.*learning_rate.*standardize",
-    ):
+    with pytest.raises(ValueError, match=r"values up to 3\.\d+e\+25.*StandardScaler"):
         sae.fit(huge)
     assert not hasattr(sae, "module_")
+    assert epochs == []
 
 
-def test_divergence_during_warm_start_keeps_finite_weights(sparse_data):
+def test_divergence_during_warm_start_keeps_the_model_before_the_call(sparse_data):
     sae = model(warm_start=True).fit(sparse_data)
-    before = sae.components_.copy()
-    with pytest.raises(ValueError, match="Training diverged"):
-        sae.fit(sparse_data * 1e25)
-    assert all(torch.isfinite(p).all() for p in sae.module_.parameters())
-    np.testing.assert_array_equal(sae.components_, before)
+    before = {k: v.clone() for k, v in sae.module_.state_dict().items()}
+    components, curve = sae.components_.copy(), list(sae.loss_curve_)
+    with pytest.raises(TrainingDivergedError, match=r"loss grew to .* times its lowest"):
+        sae.set_params(learning_rate=10.0).fit(sparse_data)
+    for name, value in sae.module_.state_dict().items():
+        torch.testing.assert_close(value, before[name], rtol=0, atol=0, equal_nan=True)
+    np.testing.assert_array_equal(sae.components_, components)
+    assert sae.loss_curve_ == curve
     assert np.isfinite(sae.transform(sparse_data)).all()
 
 
-def test_divergence_during_partial_fit_keeps_finite_weights(sparse_data):
+def test_divergence_during_partial_fit_keeps_the_model_before_the_call(sparse_data):
     sae = model().partial_fit(sparse_data)
     before = sae.components_.copy()
-    with pytest.raises(ValueError, match="Training diverged"):
-        sae.partial_fit(sparse_data * 1e25)
+    with pytest.raises(TrainingDivergedError, match="Training diverged"):
+        sae.set_params(learning_rate=1e3).partial_fit(sparse_data)
     np.testing.assert_array_equal(sae.components_, before)
     assert all(torch.isfinite(p).all() for p in sae.module_.parameters())
     assert sae.n_iter_ == 1
-    sae.partial_fit(sparse_data)
+    sae.set_params(learning_rate=3e-3).partial_fit(sparse_data)
     assert all(torch.isfinite(p).all() for p in sae.module_.parameters())
+
+
+def count_epochs(monkeypatch):
+    """A list that gains an item for every training epoch run from now on."""
+    original = skae._engine.training.train_epoch
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(skae._engine.training, "train_epoch", counted)
+    return calls
 
 
 def test_refit_without_early_stopping_drops_stale_validation_scores(sparse_data):

@@ -1,28 +1,37 @@
-"""Checkpoints: a training run saved to one file, and resumed from it."""
+"""Checkpoints: a training run saved to one file, and resumed from it.
+
+A checkpoint is a safetensors file (:mod:`.serialize`): the weights, Adam's
+moments and the loop's tensors as tensors, everything else as JSON in its
+header. Loading one never runs code from it, whoever wrote it.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
-from dataclasses import dataclass
-from pathlib import Path
+import zipfile
+from dataclasses import dataclass, fields
 
 import numpy as np
-import torch
-from torch import nn
+import scipy.sparse as sp
 
-from .device import cpu_copy
-from .training import LoopState
+from .serialize import FileFormatError, decode, encode, read_file, write_file
+
+FORMAT = "skae.checkpoint"
+FORMAT_VERSION = 1
 
 
 @dataclass
 class Checkpoint:
-    """What a fit needs to resume: the module, Adam's state, the loop's state,
-    the shuffling stream, the training and validation rows, and a
-    fingerprint of the estimator and data."""
+    """What a fit needs to resume: the module's state (from
+    :func:`.serialize.module_state`), Adam's state, the loop's state, the
+    shuffling stream, the training and validation rows, and a fingerprint
+    of the estimator and data."""
 
-    module: nn.Module
+    module: dict
     optimizer: dict
-    loop: LoopState
+    loop: object
     rng: np.random.RandomState
     rows: tuple
     fingerprint: dict
@@ -30,30 +39,75 @@ class Checkpoint:
 
 def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> None:
     """Write ``checkpoint`` atomically: a crash mid-write leaves the old file."""
-    path = Path(path)
-    partial = path.with_name(path.name + ".partial")
-    saved = {
-        name: getattr(checkpoint, name) for name in Checkpoint.__dataclass_fields__
+    tree = {field.name: getattr(checkpoint, field.name) for field in fields(Checkpoint)}
+    data, tensors = encode(tree)
+    metadata = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "checkpoint": json.dumps(data),
     }
-    saved["module"] = cpu_copy(checkpoint.module)
-    try:
-        torch.save(saved, partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    write_file(path, tensors, metadata)
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint`, onto the CPU.
 
-    The file is a pickle (the module and the random stream are objects), so,
-    like a joblib model, it must come from a trusted source.
+    Raises ValueError, naming ``path``, for any file that is not a skae
+    checkpoint this version can read; nothing in the file is executed.
     """
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-        return Checkpoint(**saved)
-    except Exception as exc:
+        tensors, metadata = read_file(path)
+        if metadata.get("format") != FORMAT:
+            raise FileFormatError("it holds no skae checkpoint")
+        version = int(metadata.get("format_version", 0))
+        if version > FORMAT_VERSION:
+            raise FileFormatError(
+                f"it was written by a newer skae (checkpoint format {version}; "
+                f"this version reads up to {FORMAT_VERSION})"
+            )
+        return Checkpoint(**decode(json.loads(metadata["checkpoint"]), tensors))
+    except (FileFormatError, KeyError, TypeError, json.JSONDecodeError) as exc:
+        reason = _old_format_reason(path) or str(exc)
         raise ValueError(
             f"checkpoint_path={str(path)!r} exists but is not a skae checkpoint "
-            f"({type(exc).__name__}: {exc}); delete it or choose another path."
-        ) from exc
+            f"({reason}); delete it or choose another path."
+        ) from None
+
+
+def _old_format_reason(path: str | os.PathLike) -> str | None:
+    """Why a checkpoint of skae before 0.1 (a torch pickle) is refused."""
+    if zipfile.is_zipfile(path):
+        return (
+            "it is a pickle, as skae wrote checkpoints before, and loading a "
+            "pickle runs code from the file, so skae no longer reads them"
+        )
+    return None
+
+
+# ------------------------------------------------------------ fingerprints
+
+SAMPLE_BYTES = 16 * 2**20
+
+
+def data_fingerprint(X) -> dict:
+    """What identifies training data without reading all of it: its shape,
+    dtype and a hash of a fixed sample of rows (every row up to
+    :data:`SAMPLE_BYTES` of them, else rows evenly spread over X).
+
+    ``X`` is a numpy array, memmap or CSR matrix.
+    """
+    n_rows, n_features = X.shape
+    row_bytes = max(1, n_features) * X.dtype.itemsize
+    n_sample = min(n_rows, max(1, SAMPLE_BYTES // row_bytes))
+    rows = np.unique(np.linspace(0, n_rows - 1, n_sample).round().astype(np.int64))
+    digest = hashlib.sha256()
+    step = max(1, 2**20 // row_bytes)
+    for start in range(0, len(rows) if n_rows else 0, step):
+        sample = X[rows[start : start + step]]
+        dense = sample.toarray() if sp.issparse(sample) else np.asarray(sample)
+        digest.update(np.ascontiguousarray(dense).tobytes())
+    return {
+        "shape": [int(n_rows), int(n_features)],
+        "dtype": str(X.dtype),
+        "sample_sha256": digest.hexdigest(),
+    }

@@ -9,12 +9,15 @@ peak memory does not grow with the number of rows.
 
 from __future__ import annotations
 
+import math
 import mmap
 from collections.abc import Iterator
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+
+from .serialize import storable
 
 CHUNK_BYTES = 16 * 2**20
 _NUMPY_DTYPES = {torch.float32: np.float32, torch.float64: np.float64}
@@ -98,6 +101,7 @@ def sequential_chunks(n_rows: int, chunk_rows: int) -> Iterator[slice]:
         yield slice(start, min(start + chunk_rows, n_rows))
 
 
+@storable
 class IndexRows:
     """A set of rows of in-memory data, as a sorted index array."""
 
@@ -136,6 +140,7 @@ class IndexRows:
             yield order[start : start + chunk_rows]
 
 
+@storable
 class BlockRows:
     """A set of rows of a memmap, as contiguous blocks of ``block_size`` rows.
 
@@ -286,21 +291,28 @@ def column_sums(source: RowSource, rows=None) -> tuple[np.ndarray, float, int]:
     return total, squares, n
 
 
-def find_non_finite(source: RowSource) -> tuple[int, int, float] | None:
-    """The first (row, column, value) of X that is NaN or infinite, or None."""
-    step = source.chunk_rows(1)
-    for idx in sequential_chunks(source.n_rows, step):
+def scan_values(source: RowSource) -> tuple[tuple[int, int, float] | None, float]:
+    """One pass over X: its first (row, column, value) that is NaN or
+    infinite, or None, and the largest magnitude of the values before it."""
+    largest = 0.0
+    for idx in sequential_chunks(source.n_rows, source.chunk_rows(1)):
         chunk = source.read(idx)
+        values = chunk.data if sp.issparse(chunk) else chunk
+        if values.size == 0:
+            continue
+        high, low = float(values.max()), float(values.min())
+        if math.isfinite(high) and math.isfinite(low):
+            largest = max(largest, high, -low)
+            continue
         if sp.issparse(chunk):
-            if np.isfinite(chunk.data).all():
-                continue
             coo = chunk.tocoo()
             bad = np.flatnonzero(~np.isfinite(coo.data))
-            order = np.lexsort((coo.col[bad], coo.row[bad]))[0]
-            i = bad[order]
-            return idx.start + int(coo.row[i]), int(coo.col[i]), float(coo.data[i])
-        if chunk.dtype.kind != "f" or np.isfinite(chunk).all():
-            continue
+            i = bad[np.lexsort((coo.col[bad], coo.row[bad]))[0]]
+            return (
+                idx.start + int(coo.row[i]),
+                int(coo.col[i]),
+                float(coo.data[i]),
+            ), largest
         row, col = np.argwhere(~np.isfinite(chunk))[0]
-        return idx.start + int(row), int(col), float(chunk[row, col])
-    return None
+        return (idx.start + int(row), int(col), float(chunk[row, col])), largest
+    return None, largest

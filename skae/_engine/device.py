@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,8 +21,24 @@ def resolve_device(device: str | torch.device, *, for_training: bool) -> torch.d
     model loaded on a CPU-only machine it falls back to the CPU with a
     warning, so a model fit on a GPU still transforms anywhere.
     """
+    resolved, problem = _resolve(device)
+    if problem is None:
+        return resolved
+    if for_training:
+        raise ValueError(f"{problem}; use device='auto' or device='cpu'.")
+    warnings.warn(f"{problem}; using the CPU instead.", RuntimeWarning, stacklevel=3)
+    return resolved
+
+
+def inference_device(device: str | torch.device) -> torch.device:
+    """The device that :func:`resolve_device` predicts on, without its warning."""
+    return _resolve(device)[0]
+
+
+def _resolve(device: str | torch.device) -> tuple[torch.device, str | None]:
+    """The device to use, and what is wrong with the one asked for, if anything."""
     if isinstance(device, str) and device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu"), None
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as exc:
@@ -30,18 +47,15 @@ def resolve_device(device: str | torch.device, *, for_training: bool) -> torch.d
             "'cuda' or 'cuda:N'."
         ) from exc
     if resolved.type != "cuda":
-        return resolved
+        return resolved, None
     n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     index = 0 if resolved.index is None else resolved.index
     if index < n_gpus:
-        return resolved
+        return resolved, None
     problem = (
         f"device={device!r} was requested but this machine has {n_gpus} CUDA device(s)"
     )
-    if for_training:
-        raise ValueError(f"{problem}; use device='auto' or device='cpu'.")
-    warnings.warn(f"{problem}; using the CPU instead.", RuntimeWarning, stacklevel=3)
-    return torch.device("cpu")
+    return torch.device("cpu"), problem
 
 
 @cache
@@ -117,3 +131,62 @@ def module_copy(
 def cpu_copy(module: torch.nn.Module) -> torch.nn.Module:
     """A copy of ``module`` with every parameter and buffer on the CPU."""
     return module_copy(module, device="cpu")
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes that a new allocation on ``device`` can take, or None if unknown.
+
+    On the CPU, the kernel's estimate of memory available without swapping
+    (``MemAvailable``), capped by the free part of a cgroup's memory limit;
+    on CUDA, the device's free memory plus what torch's allocator holds
+    unused.
+    """
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(
+            device
+        )
+        return int(free + cached)
+    if device.type != "cpu":
+        return None
+    candidates = [_meminfo_available(), _cgroup_headroom()]
+    known = [c for c in candidates if c is not None]
+    return min(known) if known else _sysconf_available()
+
+
+def _meminfo_available() -> int | None:
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _cgroup_headroom() -> int | None:
+    """Limit minus usage of this process's memory cgroup (v2, else v1)."""
+    for limit_file, usage_file in (
+        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+        (
+            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+            "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+        ),
+    ):
+        try:
+            with open(limit_file) as limit, open(usage_file) as usage:
+                text = limit.read().strip()
+                if text == "max":
+                    return None
+                return max(0, int(text) - int(usage.read().strip()))
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _sysconf_available() -> int | None:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

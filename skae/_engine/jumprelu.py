@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx
 
 from .modules import ForwardOutput, LinearAutoencoder, Weights
+from .serialize import storable
 
 
 def rectangle(u: Tensor) -> Tensor:
@@ -87,6 +88,7 @@ def step(pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
     return _Step.apply(pre, threshold, bandwidth)
 
 
+@storable
 class L0:
     """JumpReLU codes counted by an L0 penalty of weight ``sparsity_weight``;
     the thresholds learn with kernels ``bandwidth`` wide.

@@ -37,6 +37,14 @@ class Weights(NamedTuple):
     b_dec: Tensor
 
 
+def measure(module: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    """``module``'s activity per latent summed over the rows of ``x``, and its
+    squared reconstruction error summed over them, in float64."""
+    codes = module.encode(x)
+    error = (module.decode(codes) - x).square().sum(dtype=torch.float64)
+    return module.activity_sum(codes), error
+
+
 def tied_init(mean: Tensor, n_components: int, generator: torch.Generator) -> Weights:
     """Random unit atoms, encoder = decoder transpose, input bias at the mean.
 
@@ -182,9 +190,10 @@ class LinearAutoencoder(nn.Module):
         """Every latent's activity summed over the rows of ``codes``."""
         return self.rule.activity(codes).sum(dim=0)
 
-    def activity_of(self, x: Tensor) -> Tensor:
-        """Every latent's activity summed over the rows of ``x``."""
-        return self.activity_sum(self.encode(x))
+    def measure(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Every latent's activity summed over the rows of ``x``, and the
+        squared reconstruction error of all of them (in float64)."""
+        return measure(self, x)
 
     @torch.no_grad()
     def before_step(self) -> None:
@@ -400,13 +409,15 @@ class TopKAutoencoder(LinearAutoencoder):
             return counts.to(codes.values.dtype)
         return super().activity_sum(codes)
 
-    def activity_of(self, x: Tensor) -> Tensor:
+    def measure(self, x: Tensor) -> tuple[Tensor, Tensor]:
         if self.selection != "row":
-            return (self.encode(x) != 0).sum(dim=0).to(x.dtype)
-        # Firing counts from the kept latents, without the dense codes.
+            return super().measure(x)
+        # From the kept latents, without the dense codes.
         values, indices = topk_encode(self._centered(x), self.W_enc, self.b_enc, self.k)
-        counts = latent_counts(values, indices, self.n_components)
-        return counts.to(values.dtype)
+        counts = latent_counts(values, indices, self.n_components).to(values.dtype)
+        reconstruction = sparse_decode(values, indices, self.W_dec, self.b_dec)
+        error = (self.unscaled(reconstruction) - x).square().sum(dtype=torch.float64)
+        return counts, error
 
     @torch.no_grad()
     def _count_firing(self, values: Tensor, indices: Tensor, n_rows: int) -> None:
@@ -508,8 +519,8 @@ class StackedAutoencoder(nn.Module):
     def activity_sum(self, codes: Tensor) -> Tensor:
         return self.layers[-1].activity_sum(codes)
 
-    def activity_of(self, x: Tensor) -> Tensor:
-        return self.activity_sum(self.encode(x))
+    def measure(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return measure(self, x)
 
     def before_step(self) -> None:
         for layer in self.layers:
@@ -629,8 +640,8 @@ class ConvAutoencoder(nn.Module):
         penalty = self.rule.penalty(self.rule.reduce_maps(maps), self.W_dec.flatten(1))
         return ForwardOutput(self.decode(maps.flatten(1)), maps.flatten(1), penalty)
 
-    def activity_of(self, x: Tensor) -> Tensor:
-        return self.activity_sum(self.encode(x))
+    def measure(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return measure(self, x)
 
     def activity_sum(self, codes: Tensor) -> Tensor:
         """Per map, the rule's activity of its summary, summed over images."""

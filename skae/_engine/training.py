@@ -13,12 +13,33 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from .distributed import is_main_process, sum_across, unwrap
+from .serialize import storable
 
 Batches = Callable[[], Iterable[Tensor]]
 
 
 class TrainingDivergedError(ValueError):
-    """The loss became NaN or infinite; the module holds its last finite weights."""
+    """Training diverged: its loss or weights became NaN or infinite, its loss
+    grew far past where it started, or every latent died.
+
+    The estimator is left as it was before the call that diverged.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skae import KSparseAutoencoder, TrainingDivergedError
+    >>> X = np.random.RandomState(0).randn(200, 20)
+    >>> try:
+    ...     KSparseAutoencoder(16, k=4, learning_rate=10, random_state=0).fit(X)
+    ... except TrainingDivergedError as exc:
+    ...     print("diverged")
+    diverged
+    """
+
+
+#: A loss this many times above the lowest seen (and above where the call
+#: started) is divergence, not noise.
+DIVERGENCE_FACTOR = 100.0
 
 
 @dataclass
@@ -31,6 +52,7 @@ class StoppingRule:
     n_iter_no_change: int = 10
 
 
+@storable
 @dataclass
 class Evaluation:
     """Loss and explained variance of a module on held-out rows."""
@@ -39,6 +61,7 @@ class Evaluation:
     explained_variance: float
 
 
+@storable
 @dataclass
 class History:
     """Per-epoch figures of one call to :func:`train`."""
@@ -53,6 +76,7 @@ class History:
         return len(self.loss)
 
 
+@storable
 @dataclass
 class PartialEpoch:
     """An epoch saved part-way: its steps done, its loss so far, and the
@@ -64,13 +88,16 @@ class PartialEpoch:
     rng_state: tuple | None
 
 
+@storable
 @dataclass
 class LoopState:
     """Everything the loop of :func:`train` needs to resume where it stopped.
 
     ``partial`` is the epoch in progress at the last mid-epoch save (None at
     an epoch's end); ``epoch_rng_state`` is set by the batch source as each
-    epoch begins, for ``partial`` to keep.
+    epoch begins, for ``partial`` to keep. ``start_loss`` is the loss of the
+    run's first step, the model as it started, which divergence is judged
+    against.
     """
 
     history: History = field(default_factory=History)
@@ -79,6 +106,7 @@ class LoopState:
     stale_epochs: int = 0
     partial: PartialEpoch | None = None
     epoch_rng_state: tuple | None = None
+    start_loss: float = math.nan
 
 
 def adam(parameters: Iterable[Tensor], learning_rate: float) -> torch.optim.Adam:
@@ -115,8 +143,9 @@ def train_epoch(
     resume: PartialEpoch | None = None,
     step_interval: int = 0,
     on_steps: Callable[[int, Tensor, int], None] | None = None,
-) -> Tensor:
-    """One pass of minibatch steps; returns the row-weighted mean loss on device.
+) -> tuple[Tensor, Tensor]:
+    """One pass of minibatch steps; returns the row-weighted mean loss and the
+    loss of its first step, on the device.
 
     Nothing here waits on the device: the loss is accumulated as a tensor and
     read once per epoch by the caller. When ``activity`` is given, each
@@ -132,8 +161,10 @@ def train_epoch(
     steps = 0 if resume is None else resume.steps
     iterator = iter(batches)
     x = next(iterator, None)
+    first = None
     while x is not None:
         loss, codes = objective(module, x)
+        first = loss.detach() if first is None else first
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         core.before_step()
@@ -153,7 +184,7 @@ def train_epoch(
     # Every process reports the loss over all processes' rows, so that all
     # take the same stopping decisions.
     rows = total.new_tensor(float(n_rows))
-    return sum_across(total) / sum_across(rows)
+    return sum_across(total) / sum_across(rows), first
 
 
 @torch.no_grad()
@@ -189,12 +220,56 @@ def is_finite(module: nn.Module) -> bool:
     return bool(torch.stack(checks).all())
 
 
-def _diverged(loss: float, epoch: int) -> TrainingDivergedError:
+def _diverged(what: str, optimizer: torch.optim.Optimizer) -> TrainingDivergedError:
+    rate = optimizer.param_groups[0]["lr"]
     return TrainingDivergedError(
-        f"Training diverged: the loss became {loss} at epoch {epoch}. The "
-        "learning rate is probably too high for this data, or the input is not "
-        "scaled: lower learning_rate or standardize X (for example with "
+        f"Training diverged: {what}. The learning rate is probably too high for "
+        f"this data, or the input is not scaled: lower learning_rate (now "
+        f"{rate:g}) or standardize X (for example with "
         "sklearn.preprocessing.StandardScaler)."
+    )
+
+
+def check_divergence(
+    loss: float,
+    state: LoopState,
+    module: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    epoch: int,
+) -> None:
+    """Raise :class:`TrainingDivergedError` if the epoch that ended with
+    ``loss`` diverged: its loss or the weights are not finite, or the loss is
+    :data:`DIVERGENCE_FACTOR` times the lowest seen (the run's start loss
+    included), and above the start loss."""
+    if not math.isfinite(loss):
+        raise _diverged(f"the loss became {loss} in epoch {epoch}", optimizer)
+    if not is_finite(module):
+        raise _diverged(
+            f"the weights became NaN or infinite in epoch {epoch} (its loss was "
+            f"{loss:.4g})",
+            optimizer,
+        )
+    start = state.start_loss
+    if not start > 0:  # unknown, or a perfect start that noise cannot beat
+        return
+    lowest = min([start, *state.history.loss])
+    if loss > max(DIVERGENCE_FACTOR * lowest, start):
+        raise _diverged(
+            f"the loss grew to {loss:.4g} in epoch {epoch}, {loss / lowest:.3g} "
+            f"times its lowest, {lowest:.4g} (it started at {start:.4g})",
+            optimizer,
+        )
+
+
+def all_latents_dead(n_components: int, history: History) -> TrainingDivergedError:
+    """The error for a model none of whose latents fires on its training rows."""
+    last = f"{history.loss[-1]:.4g}" if history.loss else "unknown"
+    return TrainingDivergedError(
+        f"Training collapsed: every one of the {n_components} latents is dead "
+        f"(100% never fire on the training rows; last loss {last}), so the model "
+        "only reconstructs the mean. The learning rate or the sparsity penalty "
+        "is probably too high: lower learning_rate or the penalty's weight, or "
+        "standardize X (for example with sklearn.preprocessing.StandardScaler)."
     )
 
 
@@ -219,9 +294,10 @@ def train(
     training loss is monitored and the last weights are kept. As in
     scikit-learn's MLP, ``tol`` only decides when to stop: the best epoch is
     the one with the lowest monitored loss. Ctrl-C stops training cleanly,
-    with a warning, keeping the weights a normal stop would keep. A NaN or
-    infinite loss or weight raises :class:`TrainingDivergedError`, leaving
-    the module's weights undefined: the caller restores or discards them.
+    with a warning, keeping the weights a normal stop would keep. An epoch
+    that diverges (:func:`check_divergence`) raises
+    :class:`TrainingDivergedError`, leaving the module's weights undefined:
+    the caller restores or discards them.
     ``activity``, when given, accumulates every latent's activity over all
     training steps. ``state``, updated in place, may hold a loop saved
     earlier to continue it (its module and optimizer already restored);
@@ -258,13 +334,12 @@ def train(
             ) -> None:
                 loss_sum = sum_across(loss_sum.detach().clone())
                 rows = int(sum_across(loss_sum.new_tensor(float(rows))))
-                if not (math.isfinite(float(loss_sum)) and is_finite(core)):
-                    raise _diverged(float(loss_sum) / rows, epoch)
+                check_divergence(float(loss_sum) / rows, state, core, optimizer, epoch)
                 rng_state = state.epoch_rng_state
                 state.partial = PartialEpoch(steps, loss_sum, rows, rng_state)
                 on_epoch_end(state)
 
-            loss = train_epoch(
+            loss, first = train_epoch(
                 module,
                 optimizer,
                 batches,
@@ -275,8 +350,9 @@ def train(
             )
             loss = float(loss)
             state.partial = None
-            if not (math.isfinite(loss) and is_finite(core)):
-                raise _diverged(loss, epoch)
+            if math.isnan(state.start_loss):
+                state.start_loss = float(first)
+            check_divergence(loss, state, core, optimizer, epoch)
             history.loss.append(loss)
             monitored = loss
             if validation_batches is not None:
@@ -306,7 +382,8 @@ def train(
             stacklevel=3,
         )
         if state.best_state is None and not is_finite(core):
-            raise _diverged(math.nan, history.n_epochs + 1) from None
+            what = f"the weights became NaN or infinite in epoch {history.n_epochs + 1}"
+            raise _diverged(what, optimizer) from None
     finally:
         progress.close()
     if state.best_state is not None:

@@ -1,0 +1,239 @@
+"""Saving and loading estimators without pickle: :func:`save` and :func:`load`."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+
+import torch
+from sklearn.base import BaseEstimator, clone
+
+from ._base import BaseSparseAutoencoder
+from ._conv import ConvSparseAutoencoder
+from ._engine.serialize import (
+    FileFormatError,
+    decode,
+    encode,
+    is_safetensors,
+    module_state,
+    read_file,
+    restore_module,
+    storable,
+    write_file,
+)
+from ._jumprelu import JumpReLUSparseAutoencoder
+from ._kl import KLSparseAutoencoder
+from ._ksparse import KSparseAutoencoder
+from ._l1 import L1SparseAutoencoder
+from ._outlier import SparseAutoencoderOutlierDetector
+from ._stacked import StackedSparseAutoencoder
+
+FORMAT = "skae.estimator"
+FORMAT_VERSION = 1
+
+#: The estimators a file may name; loading creates no other class.
+ESTIMATORS = {
+    cls.__name__: cls
+    for cls in (
+        ConvSparseAutoencoder,
+        JumpReLUSparseAutoencoder,
+        KLSparseAutoencoder,
+        KSparseAutoencoder,
+        L1SparseAutoencoder,
+        SparseAutoencoderOutlierDetector,
+        StackedSparseAutoencoder,
+    )
+}
+
+
+@storable
+@dataclass
+class StoredEstimator:
+    """An estimator as stored: its class name, its attributes (parameters
+    and fitted state) and its torch module's state, if fitted."""
+
+    name: str
+    state: dict
+    module: dict | None
+
+
+def save(estimator: BaseEstimator, path: str | os.PathLike) -> None:
+    """Save a skae estimator to a file that loads without pickle.
+
+    The file is a `safetensors <https://huggingface.co/docs/safetensors>`_
+    file: the weights, Adam's moments and every fitted array are tensors, and
+    the estimator's class, parameters and other fitted attributes are JSON in
+    its header. :func:`load` reads it back on any machine, GPU or not, and
+    no code in the file can run when it is read, unlike a pickle or joblib
+    file. The file is written to a temporary beside ``path`` and renamed, so
+    a crash never leaves half a file; an existing ``path`` is replaced only
+    if it is itself a skae model file.
+
+    Parameters
+    ----------
+    estimator : estimator
+        A skae estimator (any of skae's classes, fitted or not; the outlier
+        detector when its inner estimator is skae's).
+    path : str or path-like
+        The file to write, by convention with the suffix ``.skae``.
+
+    Raises
+    ------
+    TypeError
+        If ``estimator`` is not skae's, or holds something that cannot be
+        stored without pickle.
+    FileExistsError
+        If ``path`` exists and is not a skae model file.
+
+    See Also
+    --------
+    load : Read the file back.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from sklearn.datasets import load_digits
+    >>> import skae
+    >>> X = load_digits().data / 16
+    >>> sae = skae.KSparseAutoencoder(32, k=4, max_iter=5, random_state=0).fit(X)
+    >>> path = os.path.join(tempfile.mkdtemp(), "digits.skae")
+    >>> skae.save(sae, path)
+    >>> loaded = skae.load(path)
+    >>> bool((loaded.transform(X) == sae.transform(X)).all())
+    True
+    """
+    if os.path.lexists(path) and not _is_model_file(path):
+        raise FileExistsError(
+            f"{str(path)!r} exists and is not a skae model file; skae.save "
+            "replaces only its own files. Delete it or choose another path."
+        )
+    data, tensors = encode(_stored(estimator))
+    metadata = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "estimator_class": type(estimator).__name__,
+        "skae_version": _version(),
+        "torch_version": torch.__version__,
+        "estimator": json.dumps(data),
+    }
+    write_file(path, tensors, metadata)
+
+
+def load(path: str | os.PathLike) -> BaseEstimator:
+    """Load an estimator saved by :func:`save`, without unpickling anything.
+
+    Only skae's estimator classes, plain data and tensors are built from the
+    file, so a file from anyone is safe to read: nothing in it runs. The
+    model loads onto the CPU; it predicts on the device its ``device``
+    parameter names where that device exists, and on the CPU elsewhere.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A file written by :func:`save`.
+
+    Returns
+    -------
+    estimator : estimator
+        The estimator as it was saved, fitted if it was.
+
+    Raises
+    ------
+    ValueError
+        If the file is not a skae model file, is damaged, or was written by
+        a newer skae that this version cannot read.
+
+    See Also
+    --------
+    save : Write the file.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> import skae
+    >>> path = os.path.join(tempfile.mkdtemp(), "unfitted.skae")
+    >>> skae.save(skae.L1SparseAutoencoder(64, alpha=0.5), path)
+    >>> skae.load(path)
+    L1SparseAutoencoder(alpha=0.5, n_components=64)
+    """
+    try:
+        tensors, metadata = read_file(path)
+        if metadata.get("format") != FORMAT:
+            raise FileFormatError("it holds no skae model")
+        version = int(metadata.get("format_version", 0))
+        if version > FORMAT_VERSION:
+            raise FileFormatError(
+                f"it was written by skae {metadata.get('skae_version')} in model "
+                f"format {version}; this skae ({_version()}) reads formats up to "
+                f"{FORMAT_VERSION}: upgrade skae"
+            )
+        stored = decode(json.loads(metadata["estimator"]), tensors)
+        return _rebuilt(stored)
+    except (FileFormatError, KeyError, TypeError, json.JSONDecodeError) as exc:
+        raise ValueError(
+            f"{str(path)!r} is not a skae model file that loads: {exc}"
+        ) from None
+
+
+def _is_model_file(path: str | os.PathLike) -> bool:
+    if not is_safetensors(path):
+        return False
+    try:
+        _, metadata = read_file(path)
+    except FileFormatError:
+        return False
+    return metadata.get("format") == FORMAT
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _stored(estimator: BaseEstimator) -> StoredEstimator:
+    name = type(estimator).__name__
+    if ESTIMATORS.get(name) is not type(estimator):
+        raise TypeError(
+            f"skae.save stores skae's own estimators, not a {name}; save it with "
+            "joblib (whose files run code when loaded) or skops.io instead."
+        )
+    state = {
+        key: _stored(value) if isinstance(value, BaseEstimator) else value
+        for key, value in vars(estimator).items()
+        if key != "module_"
+    }
+    module = vars(estimator).get("module_")
+    return StoredEstimator(
+        name, state, None if module is None else module_state(module)
+    )
+
+
+def _rebuilt(stored: StoredEstimator) -> BaseEstimator:
+    if not isinstance(stored, StoredEstimator):
+        raise FileFormatError("it holds no estimator")
+    cls = ESTIMATORS.get(stored.name)
+    if cls is None:
+        raise FileFormatError(f"it names an unknown estimator, {stored.name!r}")
+    estimator = cls()
+    vars(estimator).update(
+        {
+            key: _rebuilt(value) if isinstance(value, StoredEstimator) else value
+            for key, value in stored.state.items()
+        }
+    )
+    if stored.module is not None:
+        if not isinstance(estimator, BaseSparseAutoencoder):
+            raise FileFormatError(f"a {stored.name} has no torch module")
+        estimator.module_ = restore_module(_skeleton(estimator), stored.module)
+    return estimator
+
+
+def _skeleton(estimator: BaseSparseAutoencoder) -> torch.nn.Module:
+    """An empty module of the fitted model's shape."""
+    try:
+        shaped = clone(estimator).set_params(**estimator._fitted_architecture)
+        return shaped._module_skeleton(estimator.n_features_in_)
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise FileFormatError(f"its model cannot be rebuilt ({exc})") from None
