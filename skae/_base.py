@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 import os
 import warnings
@@ -10,6 +12,7 @@ from abc import abstractmethod
 from collections.abc import Iterable
 from contextlib import contextmanager
 from numbers import Integral, Real
+from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
@@ -81,6 +84,20 @@ class _Outcome(NamedTuple):
     history: object
     max_epochs: int
     explained_variance: float | None  # on the training rows, after training
+
+
+def _sums(source, rows) -> tuple:
+    """Column sums, sum of squares and count of ``rows``, over all processes."""
+    col_sum, squares, n = column_sums(source, rows)
+    totals = sum_across(torch.tensor([*col_sum, squares, n], dtype=torch.float64))
+    return totals[:-2].numpy(), float(totals[-2]), int(totals[-1])
+
+
+def _varies(sums: tuple) -> bool:
+    """Whether rows with these sums differ beyond rounding: if not, their
+    mean reconstructs them, and a model with no active latent is right."""
+    col_sum, squares, n = sums
+    return squares - float(col_sum @ col_sum) / n > 1e-6 * squares
 
 
 def _gigabytes(n_bytes: float) -> str:
@@ -298,12 +315,15 @@ class BaseSparseAutoencoder(
         checkpoints = self.checkpoint_path is not None and not (
             incremental or single_pass
         )
+        fingerprint = path = resumed = None
         if checkpoints:
-            check_writable_folder(self.checkpoint_path, "checkpoint_path")
+            fingerprint = self._fingerprint(X)
+            path = self._checkpoint_file(fingerprint)
+            check_writable_folder(path, "checkpoint_path")
         self._check_memory(source, device, incremental)
         train_rows, val_rows = self._split_rows(source, rng, single_pass)
-        fingerprint = self._fingerprint(X) if checkpoints else None
-        resumed = self._resumed_checkpoint(fingerprint) if checkpoints else None
+        if checkpoints:
+            resumed = self._resumed_checkpoint(path, fingerprint)
         loop = LoopState() if resumed is None else resumed.loop
         if resumed is not None:
             # The saved rows, not a new draw: with random_state=None the split
@@ -373,18 +393,28 @@ class BaseSparseAutoencoder(
                     verbose=0 if single_pass else self.verbose,
                     description=type(self).__name__,
                     state=loop,
-                    on_epoch_end=self._checkpointer(rule, checkpoint)
+                    on_epoch_end=self._checkpointer(path, rule, checkpoint)
                     if checkpoints
                     else None,
                     step_interval=self._checkpoint_steps(len(train_rows)),
                 )
                 release_parallel()
+                if history.interrupted:
+                    kept = "best weights so far" if loop.best_state else "last weights"
+                    warnings.warn(
+                        f"Training interrupted after {history.n_epochs} epoch(s); "
+                        f"keeping the {kept}.",
+                        RuntimeWarning,
+                        stacklevel=4,  # the caller of fit, past _fit_context
+                    )
                 error, data = None, None
                 if not single_pass:
                     error, data = self._measure(module, source, train_rows, activity)
                 activity = sum_across(activity)
                 n_rows = int(sum_across(activity.new_tensor(len(train_rows))))
-                if n_rows and not bool(activity.any()):
+                if not bool(activity.any()) and _varies(
+                    data or _sums(source, train_rows)
+                ):
                     raise all_latents_dead(module.n_components, history)
             except BaseException:
                 # A failed call leaves a continued model exactly as it was.
@@ -412,7 +442,19 @@ class BaseSparseAutoencoder(
             return 0
         return max(1, round(interval * -(-n_rows // self.batch_size)))
 
-    def _checkpointer(self, rule: StoppingRule, checkpoint):
+    def _checkpoint_file(self, fingerprint: dict) -> Path:
+        """The checkpoint file of this run: ``checkpoint_path``, or in a
+        folder given as ``checkpoint_path``, a file named for the run's
+        fingerprint, so that every run (each fold of a cross-validation,
+        each candidate of a grid search) resumes its own."""
+        path = Path(self.checkpoint_path)
+        if os.fspath(self.checkpoint_path) == "" or not path.is_dir():
+            return path
+        run = json.dumps(fingerprint, sort_keys=True).encode()
+        name = f"{type(self).__name__}-{hashlib.sha256(run).hexdigest()[:16]}.ckpt"
+        return path / name
+
+    def _checkpointer(self, path: Path, rule: StoppingRule, checkpoint):
         """The ``on_epoch_end`` of :func:`train` that writes checkpoints."""
         interval = self.checkpoint_interval
 
@@ -425,12 +467,12 @@ class BaseSparseAutoencoder(
             if not (due or last or epochs % interval == 0):
                 return
             try:
-                save_checkpoint(self.checkpoint_path, checkpoint(state))
+                save_checkpoint(path, checkpoint(state))
             except (OSError, RuntimeError) as exc:
                 # A full disk should not end a long run: warn, go on.
                 warnings.warn(
                     f"Could not write the checkpoint after epoch {epochs} to "
-                    f"{str(self.checkpoint_path)!r}: {exc}",
+                    f"{str(path)!r}: {exc}",
                     RuntimeWarning,
                     stacklevel=2,
                 )
@@ -520,8 +562,7 @@ class BaseSparseAutoencoder(
             **params,
         }
 
-    def _resumed_checkpoint(self, fingerprint: dict) -> Checkpoint | None:
-        path = self.checkpoint_path
+    def _resumed_checkpoint(self, path: Path, fingerprint: dict) -> Checkpoint | None:
         if not os.path.lexists(path):
             return None
         checkpoint = load_checkpoint(path)
@@ -571,10 +612,8 @@ class BaseSparseAutoencoder(
     ) -> torch.nn.Module:
         """The module ``fit`` starts from. ``pretrain`` is False for
         ``partial_fit``, which only ever makes one pass."""
-        col_sum, squares, n = column_sums(source, train_rows)
         # Over all processes' shards when training distributed.
-        stats = sum_across(torch.tensor([*col_sum, squares, n], dtype=torch.float64))
-        col_sum, squares, n = stats[:-2].numpy(), float(stats[-2]), int(stats[-1])
+        col_sum, squares, n = _sums(source, train_rows)
         mean = torch.from_numpy(col_sum / n)
         generator = torch.Generator().manual_seed(int(rng.randint(2**31 - 1)))
         module = self._make_module(source.n_features, mean, generator)
@@ -632,11 +671,12 @@ class BaseSparseAutoencoder(
         for x in iter_batches(source, chunks, self._inference_batch_rows(), device):
             batch_activity, error = module.measure(x)
             activity += batch_activity
-            totals[:-2] += x.sum(dim=0, dtype=torch.float64)
-            totals[-2] += x.square().sum(dtype=torch.float64)
+            x = x.double()
+            totals[:-2] += x.sum(dim=0)
+            totals[-2] += x.square().sum()
             totals[-1] += error
+        n_rows = int(sum_across(totals.new_tensor(float(len(rows)))))
         totals = sum_across(totals).cpu().numpy()
-        n_rows = int(sum_across(torch.tensor(float(len(rows)))))
         return float(totals[-1]), (totals[:-2], float(totals[-2]), n_rows)
 
     def _set_fitted_state(self, module, optimizer, dtype, history, incremental):

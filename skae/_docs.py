@@ -49,14 +49,20 @@ verbose : int, default=0
     Show a progress bar over epochs when positive.
 checkpoint_path : str, path-like or None, default=None
     File where ``fit`` saves the model, the optimizer's state and the
-    training history every ``checkpoint_interval`` epochs and at the end.
-    When the file exists as ``fit`` starts, training resumes from it
-    instead of starting afresh (with an int ``random_state``, a resumed fit
-    ends bitwise-identical to an uninterrupted one on the CPU); delete it
-    to start over. The checkpoint is a pickle: load only your own. Give
-    each fit its own path (not one shared by a grid search). Only a fresh
-    ``fit`` checkpoints: warm-start continuations and ``partial_fit`` calls
-    neither save nor resume.
+    training history every ``checkpoint_interval`` epochs and at the end,
+    or an existing folder, in which each run gets a file of its own. When
+    the run's checkpoint exists as ``fit`` starts, training resumes from it
+    instead of starting afresh, with a warning that says so (with an int
+    ``random_state``, a resumed fit ends bitwise-identical to an
+    uninterrupted one on the CPU). A checkpoint resumes only the run that
+    wrote it: the same estimator, parameters (other than those that only
+    say how long, where or in what precision to train) and data (shape,
+    dtype and a hash of sampled rows); any other is refused with an error
+    that says what differs. With a folder, the folds of ``cross_val_score``
+    and the candidates of ``GridSearchCV`` each resume their own run. The
+    file is written atomically and holds tensors and JSON, no pickle:
+    loading it runs no code. Only a fresh ``fit`` checkpoints: warm-start
+    continuations and ``partial_fit`` calls neither save nor resume.
 checkpoint_interval : int or float, default=1
     Epochs between checkpoints. A float between 0 and 1 saves that share of
     an epoch apart (0.1: ten times an epoch), for runs of few long epochs;

@@ -292,6 +292,14 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
             blocks = [_csr_codes(module, x, dtype) for x in batches]
         return sp.vstack(blocks, format="csr")
 
+    def _activation_count(self, n_rows: int, n_features: int) -> int:
+        if self.encoder == "linear":
+            # On the CPU the linear encoder selects a chunk of rows at a
+            # time: only (batch, k) values outlive it. A GPU holds the whole
+            # (batch, n_components) product; this bound leaves that to torch.
+            return 2 * n_rows * self.k
+        return super()._activation_count(n_rows, n_features)
+
     def _aux_k(self, n_features: int) -> int:
         if self.aux_k == "auto":
             # Gao et al. use d / 2; narrow dictionaries rarely have dead latents.

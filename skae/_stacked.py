@@ -198,10 +198,9 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
                 f"integers, got {self.hidden_layer_sizes!r}."
             )
         n_layers = sizes.size
-        names = [
-            n for n, (rule, _) in _PER_LAYER.items() if rule in (self.sparsity, None)
-        ]
-        for name in names:
+        # Every rule's values, the inactive ones too: a grid search that
+        # switches sparsity must not meet a bad value it was never told of.
+        for name in _PER_LAYER:
             value = getattr(self, name)
             if value is None:
                 continue
@@ -379,8 +378,12 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
             description=f"{type(self).__name__} layer {i + 1}",
         )
         if history.interrupted:
-            # The stack is not whole yet: there is no best model to keep.
-            raise KeyboardInterrupt
+            # The stack is not whole yet: there is no model to keep.
+            raise KeyboardInterrupt(
+                f"Interrupted while pretraining layer {i + 1} of "
+                f"{len(self._sizes())}: the stack was incomplete, so "
+                f"{type(self).__name__} is left as it was before fit."
+            )
         return history.loss
 
     @torch.no_grad()

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -221,7 +225,7 @@ def load_data(path: str) -> np.ndarray:
                     "reading .parquet needs pandas and pyarrow: "
                     "pip install pandas pyarrow"
                 ) from exc
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, MemoryError) as exc:
         raise CommandError(f"cannot read {path}: {exc}") from exc
     raise CommandError(
         f"{path}: unknown file type {suffix or '(none)'}; "
@@ -255,9 +259,81 @@ def _parse_params(pairs: list[str]) -> dict:
     return params
 
 
-def _fit(args) -> None:
-    import joblib
+# What a bad parameter, bad data, a diverged fit, too little memory or a full
+# disk raise; the command reports them on one line (TrainingDivergedError is a
+# ValueError).
+_REPORTED_ERRORS = (ValueError, TypeError, MemoryError, OSError)
 
+PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
+
+
+@contextlib.contextmanager
+def _reported(context: str = "") -> Iterator[None]:
+    """Turn the errors of a step into a one-line :class:`CommandError`."""
+    try:
+        yield
+    except _REPORTED_ERRORS as exc:
+        lines = str(exc).strip().splitlines()
+        message = lines[0] if lines else type(exc).__name__
+        if isinstance(exc, MemoryError):
+            message = f"out of memory: {message}"
+        raise CommandError(f"{context}{message}") from exc
+
+
+def check_output_file(output: str, inputs: list[str], overwrite: bool) -> None:
+    """Refuse, before any work, an output that would lose or overwrite a file.
+
+    Parameters
+    ----------
+    output : str
+        The file a command is to write.
+    inputs : list of str
+        The files it reads; the output may never be one of them, whatever
+        name or link leads to it.
+    overwrite : bool
+        Whether an existing output (not an input) may be replaced.
+
+    Raises
+    ------
+    CommandError
+        If the output is an input, exists without ``overwrite``, or cannot be
+        created in its folder.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from skae.cli import check_output_file
+    >>> path = os.path.join(tempfile.mkdtemp(), "codes.npy")
+    >>> check_output_file(path, [], overwrite=False)
+    >>> open(path, "wb").close()
+    >>> check_output_file(path, [], overwrite=False)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    skae.cli.CommandError: ...codes.npy exists; pass --overwrite to replace it or ...
+    >>> check_output_file(path, [path], overwrite=True)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    skae.cli.CommandError: the output ...codes.npy is the input ...
+    """
+    from skae._engine.files import check_writable_folder
+
+    if os.path.exists(output):
+        for path in inputs:
+            # samefile sees hard links and symlinks, which resolved names miss.
+            if os.path.exists(path) and os.path.samefile(output, path):
+                raise CommandError(
+                    f"the output {output} is the input {path}: it would be "
+                    "overwritten while it is read; choose another name"
+                )
+    with _reported():
+        check_writable_folder(output, "--output")
+    if os.path.lexists(output) and not overwrite:
+        raise CommandError(
+            f"{output} exists; pass --overwrite to replace it or choose another name"
+        )
+
+
+def _fit(args) -> None:
     import skae
 
     estimator_class = getattr(skae, MODELS[args.model])
@@ -268,87 +344,148 @@ def _fit(args) -> None:
             f"{MODELS[args.model]} has no parameter {', '.join(unknown)}; see "
             f"help(skae.{MODELS[args.model]})"
         )
+    check_output_file(args.output, [args.data], args.overwrite)
+    as_pickle = Path(args.output).suffix.lower() in PICKLE_SUFFIXES
+    if not as_pickle and os.path.lexists(args.output):
+        # skae.save replaces only skae model files: say so now, not after
+        # training.
+        from skae._persistence import _is_model_file
+
+        if not _is_model_file(args.output):
+            raise CommandError(
+                f"{args.output} exists and is not a skae model file, which skae "
+                "fit never replaces; delete it or choose another name"
+            )
     X = load_data(args.data)
     estimator = estimator_class(**params | {"verbose": args.verbose})
-    try:
+    with _reported():
         estimator.fit(X)
-    except (ValueError, TypeError) as exc:
-        raise CommandError(str(exc).splitlines()[0]) from exc
     estimator.set_params(verbose=0)
-    joblib.dump(estimator, args.output)
+    with _reported(f"cannot save {args.output}: "):
+        if as_pickle:
+            _dump_pickle(estimator, args.output)
+        else:
+            skae.save(estimator, args.output)
     print(
         f"fit {MODELS[args.model]} on {X.shape[0]} x {X.shape[1]} in "
         f"{estimator.n_iter_} epochs; saved to {args.output}"
     )
 
 
-def _load_model(path: str):
+def _dump_pickle(estimator, path: str) -> None:
     import joblib
 
-    from skae import BaseSparseAutoencoder
+    from skae._engine.files import atomic_output
 
-    try:
-        model = joblib.load(path)
-    except FileNotFoundError as exc:
-        raise CommandError(f"no such file: {path}") from exc
-    except Exception as exc:
-        raise CommandError(f"{path} is not a saved skae model: {exc}") from exc
+    with atomic_output(path) as file:
+        joblib.dump(estimator, file)
+
+
+def _load_model(path: str, allow_pickle: bool):
+    """The estimator in a skae model file, or in a joblib/pickle file when
+    ``allow_pickle``; never unpickles otherwise."""
+    import skae
+    from skae import BaseSparseAutoencoder
+    from skae._engine.serialize import is_safetensors
+
+    if not os.path.isfile(path):
+        raise CommandError(f"no such file: {path}")
+    # By content, not by name: a pickle renamed .skae is still a pickle.
+    if is_safetensors(path):
+        with _reported():
+            model = skae.load(path)
+    elif allow_pickle:
+        model = _load_pickle(path)
+    else:
+        raise CommandError(
+            f"{path} is not a skae model file; if it is a joblib/pickle file you "
+            "trust, pass --allow-pickle to load it (loading a pickle runs any "
+            "code it holds)"
+        )
     if not isinstance(model, BaseSparseAutoencoder):
         raise CommandError(f"{path} holds a {type(model).__name__}, not a skae model")
     return model
 
 
-def _transform(args) -> None:
-    from numpy.lib.format import open_memmap
-    from tqdm.auto import tqdm
+def _load_pickle(path: str):
+    import joblib
 
-    model = _load_model(args.model)
-    # Like np.save, which the output is read back with.
-    output = Path(args.output if args.output.endswith(".npy") else args.output + ".npy")
-    if output.exists() and output.resolve() == Path(args.data).resolve():
+    try:
+        return joblib.load(path)
+    except Exception as exc:
+        raise CommandError(f"{path} is not a joblib file that loads: {exc}") from exc
+
+
+def _transform(args) -> None:
+    from skae._engine.files import atomic_output
+
+    if Path(args.output).suffix.lower() != ".npy":
         raise CommandError(
-            f"the output {output} is the input: the codes would overwrite the "
-            "data while it is being read"
+            f"the output {args.output} must end in .npy: the codes are saved as "
+            "a numpy .npy file"
         )
+    check_output_file(args.output, [args.model, args.data], args.overwrite)
+    model = _load_model(args.model, args.allow_pickle)
     X = load_data(args.data)
     if X.ndim != 2:
         raise CommandError(
             f"{args.data} holds a {X.ndim}-D array; expected 2-D rows x features"
         )
+    # Whatever stops it, Ctrl-C included, leaves no half-written codes and
+    # any previous file of that name as it was.
+    with _reported(), atomic_output(args.output) as file:
+        shape = _write_codes(model, X, file, args.verbose)
+    print(f"codes {shape[0]} x {shape[1]} saved to {args.output}")
+
+
+def _write_codes(model, X, file: BinaryIO, verbose: int) -> tuple[int, int]:
+    """Write ``model.transform(X)`` to ``file`` as a .npy, chunk by chunk."""
+    from tqdm.auto import tqdm
+
     n_rows = X.shape[0]
     # Chunks of about 32 MiB of input, so a memory-mapped file of any size
     # streams through and the codes go straight to a memory-mapped .npy.
     chunk_rows = max(256, TRANSFORM_CHUNK_BYTES // max(1, X[:1].nbytes))
-    codes = None
+    codes = shape = None
     try:
         with tqdm(
-            total=n_rows, unit="row", desc="transform", disable=not args.verbose
+            total=n_rows, unit="row", desc="transform", disable=not verbose
         ) as progress:
             for start in range(0, max(n_rows, 1), chunk_rows):
                 chunk = model.transform(X[start : start + chunk_rows])
-                if codes is None:
-                    codes = open_memmap(
-                        output,
-                        mode="w+",
-                        dtype=chunk.dtype,
-                        shape=(n_rows, chunk.shape[1]),
-                    )
+                if shape is None:
+                    shape = (n_rows, chunk.shape[1])
+                    codes = _npy_memmap(file, chunk.dtype, shape)
                 codes[start : start + len(chunk)] = chunk
                 progress.update(len(chunk))
-        codes.flush()
-    except BaseException as exc:
-        # Whatever stopped it, Ctrl-C included, leaves no half-written codes.
         if codes is not None:
-            del codes
-            output.unlink(missing_ok=True)
-        if isinstance(exc, (ValueError, TypeError)):
-            raise CommandError(str(exc).splitlines()[0]) from exc
-        raise
-    print(f"codes {codes.shape[0]} x {codes.shape[1]} saved to {output}")
+            codes.flush()
+    finally:
+        del codes  # unmapped before the file is renamed or removed
+    return shape
+
+
+def _npy_memmap(file: BinaryIO, dtype: np.dtype, shape: tuple[int, int]):
+    """A .npy header in ``file``, then its data memory-mapped for writing."""
+    from numpy.lib import format as npy
+
+    header = {
+        "descr": npy.dtype_to_descr(np.dtype(dtype)),
+        "fortran_order": False,
+        "shape": shape,
+    }
+    npy.write_array_header_1_0(file, header)
+    file.flush()
+    offset = file.tell()
+    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    file.truncate(offset + size)
+    if size == 0:
+        return np.empty(shape, dtype)  # nothing to write; mmap needs bytes
+    return np.memmap(file, dtype=dtype, mode="r+", offset=offset, shape=shape)
 
 
 def _info(args) -> None:
-    model = _load_model(args.model)
+    model = _load_model(args.model, args.allow_pickle)
     frequency = model.activation_frequency_
     lines = [
         f"{type(model).__name__}: {model.n_features_in_} features -> "
@@ -376,6 +513,23 @@ def _info(args) -> None:
     print("\n".join(lines))
 
 
+def _add_overwrite(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the output if it exists (an input is never replaced)",
+    )
+
+
+def _add_allow_pickle(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="load MODEL with joblib if it is not a skae model file; only for "
+        "files you trust: loading a pickle runs any code it holds",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``skae`` command; returns the exit code.
 
@@ -388,8 +542,20 @@ def main(argv: list[str] | None = None) -> int:
     Returns
     -------
     code : int
-        0 on success; 1 when a file, its data or a parameter is wrong (with a
-        one-line message on stderr); usage errors exit with code 2.
+        0 on success; 1 (with a one-line message on stderr) when a file, its
+        data or a parameter is wrong, training fails or memory runs short, or
+        the output would overwrite an input or an existing file; usage errors
+        exit with code 2.
+
+    Notes
+    -----
+    ``skae fit`` saves with :func:`skae.save` (a safetensors file, by
+    convention ``.skae``) unless the output ends in ``.joblib``, ``.pkl`` or
+    ``.pickle``. ``skae transform`` and ``skae info`` load a model with
+    :func:`skae.load`, which runs nothing from the file; a joblib or pickle
+    file, which can run any code when loaded, is read only with
+    ``--allow-pickle``. Outputs are checked before any work and written to a
+    temporary that replaces the output only when complete.
 
     Examples
     --------
@@ -420,17 +586,29 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=VALUE",
         help="an estimator parameter, e.g. -p n_components=256 -p k=32 (repeatable)",
     )
-    fit.add_argument("-o", "--output", required=True, help="where to save (joblib)")
+    fit.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="where to save: a .skae file (safe, default) or .joblib (a pickle; "
+        "also .pkl, .pickle)",
+    )
+    _add_overwrite(fit)
     fit.add_argument("-v", "--verbose", action="count", default=0, help="progress bar")
     transform = commands.add_parser("transform", help="encode data with a saved model")
-    transform.add_argument("model", help="a model saved by skae fit or joblib.dump")
+    transform.add_argument("model", help="a model saved by skae fit or skae.save")
     transform.add_argument("data", help="data to encode")
-    transform.add_argument("-o", "--output", required=True, help="codes, as .npy")
+    transform.add_argument(
+        "-o", "--output", required=True, help="where to save the codes: a .npy file"
+    )
+    _add_overwrite(transform)
+    _add_allow_pickle(transform)
     transform.add_argument(
         "-v", "--verbose", action="count", default=0, help="progress bar"
     )
     info = commands.add_parser("info", help="describe a saved model")
-    info.add_argument("model", help="a model saved by skae fit or joblib.dump")
+    info.add_argument("model", help="a model saved by skae fit or skae.save")
+    _add_allow_pickle(info)
     args = parser.parse_args(argv)
     try:
         if args.command == "demo":

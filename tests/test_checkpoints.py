@@ -1,8 +1,17 @@
 """Checkpoints: saved every few epochs, resumed exactly, refused when foreign."""
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from sklearn.model_selection import cross_val_score
 
 import skae._engine.checkpoint
 import skae._engine.training
@@ -196,7 +205,6 @@ def test_a_checkpoint_path_that_cannot_be_written_is_refused_before_training(
     for path, message in [
         (tmp_path / "missing-directory" / "run.ckpt", "cannot be written"),
         ("", "is not a file name"),
-        (tmp_path, "is a folder"),
     ]:
         with pytest.raises(ValueError, match=f"checkpoint_path=.*{message}"):
             model(path, max_iter=2).fit(sparse_data)
@@ -281,7 +289,7 @@ def test_a_diverging_run_never_saves_nan_weights_mid_epoch(sparse_data, tmp_path
     with pytest.raises(TrainingDivergedError, match="diverged"):
         model(path, **params).fit(sparse_data)
     if path.exists():  # any checkpoint written holds finite weights
-        for weights in load_checkpoint(path).module.parameters():
+        for weights in load_checkpoint(path).module["tensors"].values():
             assert torch.isfinite(weights).all()
 
 
@@ -299,3 +307,194 @@ def test_a_resumed_fit_with_dead_latents_ends_as_an_uninterrupted_one(
     model(path, **params, max_iter=1).fit(sparse_data)
     resumed = model(path, **params).fit(sparse_data)
     assert_same_model(resumed, whole)
+
+
+# ------------------------------------------------------------------ safety
+
+
+class _Payload:
+    """Unpickling this touches ``marker``: proof that a load ran code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_resuming_says_so(sparse_data, tmp_path):
+    path = tmp_path / "run.ckpt"
+    model(path, max_iter=2).fit(sparse_data)
+    with pytest.warns(
+        UserWarning,
+        match=r"Resuming KSparseAutoencoder from .*run\.ckpt'"
+        r": 2 epoch\(s\) done",
+    ):
+        model(path, max_iter=3).fit(sparse_data)
+
+
+def test_a_pickled_checkpoint_is_refused_without_running_it(sparse_data, tmp_path):
+    path, marker = tmp_path / "run.ckpt", tmp_path / "code-ran"
+    torch.save({"module": _Payload(marker)}, path)
+    with pytest.raises(ValueError, match=r"is a pickle.*runs code"):
+        model(path).fit(sparse_data)
+    assert not marker.exists()
+
+
+def forged(path, tree):
+    """A checkpoint file holding ``tree`` as its JSON, in the current format."""
+    from skae._engine.serialize import write_file
+
+    metadata = {"format": "skae.checkpoint", "format_version": "1"}
+    write_file(path, {}, metadata | {"checkpoint": json.dumps(tree)})
+
+
+@pytest.mark.parametrize(
+    ("tree", "message"),
+    [
+        ({"__record__": "system", "fields": {}}, "unknown stored type 'system'"),
+        ({"__weird__": 1, "x": 2}, "unknown stored value"),
+        ({"module": {"__tensor__": "W_enc"}}, "tensor 'W_enc' is missing"),
+        ([1, 2], "not a skae checkpoint"),
+    ],
+)
+def test_a_forged_checkpoint_builds_nothing_but_data(
+    sparse_data, tmp_path, tree, message
+):
+    path = tmp_path / "run.ckpt"
+    forged(path, tree)
+    with pytest.raises(ValueError, match=message):
+        model(path).fit(sparse_data)
+
+
+def test_a_checkpoint_cannot_set_a_modules_methods(sparse_data, tmp_path):
+    path = tmp_path / "run.ckpt"
+    model(path, max_iter=1).fit(sparse_data)
+    saved = load_checkpoint(path)
+    saved.module["attributes"][""]["forward"] = "not a method"
+    skae._engine.checkpoint.save_checkpoint(path, saved)
+    with pytest.raises(ValueError, match="attribute 'forward' cannot be set"):
+        model(path, max_iter=2).fit(sparse_data)
+
+
+def test_a_checkpoint_of_other_data_of_the_same_shape_is_refused(sparse_data, tmp_path):
+    path = tmp_path / "run.ckpt"
+    model(path, max_iter=2).fit(sparse_data)
+    before = path.read_bytes()
+    other = sparse_data.copy()
+    other[1234, 5] += 1e-6  # one value, in a row the sample always holds
+    with pytest.raises(ValueError, match="data: other rows of the same shape"):
+        model(path, max_iter=3).fit(other)
+    with pytest.raises(ValueError, match="data_dtype: 'float64' saved, 'float32' now"):
+        model(path, max_iter=3).fit(sparse_data.astype(np.float32))
+    assert path.read_bytes() == before
+
+
+def test_cross_validation_never_scores_a_fold_with_another_folds_model(
+    sparse_data, tmp_path
+):
+    X = sparse_data[:1000]
+    plain = cross_val_score(model(None, max_iter=2), X, cv=5)
+    # One file shared by the folds: every fold after the first is refused.
+    shared = model(tmp_path / "shared.ckpt", max_iter=2)
+    with pytest.raises(ValueError, match=r"holds another run.*data: other rows"):
+        cross_val_score(shared, X, cv=5, error_score="raise")
+    # A folder: each fold trains, saves and later resumes its own run.
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    first = cross_val_score(model(folder, max_iter=2), X, cv=5)
+    np.testing.assert_array_equal(first, plain)
+    assert len(list(folder.glob("KSparseAutoencoder-*.ckpt"))) == 5
+    with pytest.warns(UserWarning, match="Resuming") as resumed:
+        again = cross_val_score(model(folder, max_iter=2), X, cv=5)
+    assert sum("Resuming" in str(w.message) for w in resumed) == 5
+    np.testing.assert_array_equal(again, plain)
+
+
+def test_a_planted_link_is_never_followed(sparse_data, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    path = tmp_path / "run.ckpt"
+    # The fixed temporary name of earlier versions, and names like today's.
+    for name in ["run.ckpt.partial", f".run.ckpt.skae-tmp-{os.getpid()}-x.tmp"]:
+        (tmp_path / name).symlink_to(victim)
+    model(path, max_iter=2).fit(sparse_data)
+    assert victim.read_text() == "precious"
+    assert load_checkpoint(path).loop.history.n_epochs == 2
+    # A link at the checkpoint's own name is read, found foreign, and kept.
+    link = tmp_path / "linked.ckpt"
+    link.symlink_to(victim)
+    with pytest.raises(ValueError, match="not a skae checkpoint"):
+        model(link).fit(sparse_data)
+    assert victim.read_text() == "precious" and link.is_symlink()
+
+
+def test_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
+    from skae._engine.files import atomic_output
+
+    path = tmp_path / "run.ckpt"
+    dead_pid = _dead_pid()
+    dead = tmp_path / f".run.ckpt.skae-tmp-{dead_pid}-abc.tmp"
+    live = tmp_path / f".run.ckpt.skae-tmp-{os.getppid()}-def.tmp"
+    other = tmp_path / f".other.skae-tmp-{dead_pid}-ghi.tmp"
+    for file in (dead, live, other):
+        file.write_bytes(b"half")
+    with atomic_output(path) as file:
+        file.write(b"whole")
+    assert path.read_bytes() == b"whole"
+    assert not dead.exists() and live.exists() and other.exists()
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+KILLED_WRITER = """
+import os, signal, sys
+import numpy as np
+import skae._engine.serialize as serialize
+from skae import KSparseAutoencoder
+
+written = []
+original = serialize._write_tensor
+
+
+def dies_in_the_second_write(file, tensor):
+    written.append(1)
+    if len(written) == n_tensors + 2:  # the second file, its second tensor
+        file.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    original(file, tensor)
+
+
+n_tensors = int(sys.argv[2])
+serialize._write_tensor = dies_in_the_second_write
+X = np.random.RandomState(0).randn(400, 16)
+KSparseAutoencoder(64, k=4, max_iter=5, checkpoint_path=sys.argv[1],
+                   random_state=0).fit(X)
+"""
+
+
+def test_sigkill_while_writing_leaves_the_last_whole_checkpoint(tmp_path):
+    path = tmp_path / "run.ckpt"
+    script = tmp_path / "writer.py"
+    script.write_text(KILLED_WRITER)
+    X = np.random.RandomState(0).randn(400, 16)
+    one_epoch = tmp_path / "one.ckpt"
+    model(one_epoch, n_components=64, max_iter=1).fit(X)
+    from skae._engine.serialize import read_file
+
+    n_tensors = len(read_file(one_epoch)[0])
+    killed = subprocess.run([sys.executable, str(script), str(path), str(n_tensors)])
+    assert killed.returncode == -signal.SIGKILL
+    # The kill came in the middle of the second checkpoint: the first is whole.
+    assert load_checkpoint(path).loop.history.n_epochs == 1
+    leftovers = list(tmp_path.glob(".run.ckpt.skae-tmp-*.tmp"))
+    assert len(leftovers) == 1
+    # The next run resumes, and its first write clears the dead writer's file.
+    with pytest.warns(UserWarning, match="1 epoch"):
+        model(path, n_components=64, max_iter=5, tol=1e-4, n_iter_no_change=10).fit(X)
+    assert not leftovers[0].exists()
+    assert load_checkpoint(path).loop.history.n_epochs == 5

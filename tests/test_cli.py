@@ -1,10 +1,31 @@
 """The skae command."""
 
+import os
+import pathlib
+import pickle
+import subprocess
+import sys
+
 import joblib
 import numpy as np
 import pytest
 
+import skae
+import skae.cli
+from skae import KSparseAutoencoder
 from skae.cli import main
+
+# Small and seeded: a short fit that reconstructs better than the mean does.
+FAST = [
+    "-p",
+    "n_components=12",
+    "-p",
+    "k=3",
+    "-p",
+    "max_iter=2",
+    "-p",
+    "random_state=0",
+]
 
 
 def test_demo_prints_the_comparison_table(capsys):
@@ -43,14 +64,34 @@ def data_files(tmp_path):
     return tmp_path, X
 
 
+@pytest.fixture
+def model_file(data_files):
+    """A model saved by ``skae fit`` in the default (safe) format."""
+    tmp, _ = data_files
+    model = tmp / "m.skae"
+    assert main(["fit", str(tmp / "X.npy"), *FAST, "-o", str(model)]) == 0
+    return model
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("skae ") and "\n" not in err, err
+    assert "Traceback" not in err
+    return err
+
+
+def folder_listing(folder) -> set[str]:
+    return set(os.listdir(folder))
+
+
 @pytest.mark.parametrize("suffix", ["npy", "npz", "csv"])
 def test_fit_transform_info_round_trip(data_files, suffix, capsys):
     tmp, X = data_files
-    model, codes = tmp / "model.joblib", tmp / "codes.npy"
+    model, codes = tmp / "model.skae", tmp / "codes.npy"
     params = ["-p", "n_components=12", "-p", "k=3", "-p", "max_iter=3"]
     assert main(["fit", str(tmp / f"X.{suffix}"), *params, "-o", str(model)]) == 0
     assert main(["transform", str(model), str(tmp / "X.npy"), "-o", str(codes)]) == 0
-    saved = joblib.load(model)
+    saved = skae.load(model)
     np.testing.assert_array_equal(np.load(codes), saved.transform(X))
     assert (np.load(codes) != 0).sum(axis=1).max() <= 3
     assert main(["info", str(model)]) == 0
@@ -59,13 +100,69 @@ def test_fit_transform_info_round_trip(data_files, suffix, capsys):
     assert "dead latents:" in out and "  k = 3" in out
 
 
+def test_fit_saves_the_safe_format_whatever_the_name(data_files):
+    tmp, X = data_files
+    model = tmp / "model"  # no suffix: still skae.save's format, not a pickle
+    assert main(["fit", str(tmp / "X.npy"), *FAST, "-o", str(model)]) == 0
+    assert skae.load(model).transform(X).shape == (len(X), 12)
+
+
+def test_fit_to_joblib_loads_only_with_allow_pickle(data_files, capsys):
+    tmp, X = data_files
+    model, codes = tmp / "m.joblib", tmp / "codes.npy"
+    assert main(["fit", str(tmp / "X.npy"), *FAST, "-o", str(model)]) == 0
+    saved = joblib.load(model)
+    assert isinstance(saved, KSparseAutoencoder)
+    capsys.readouterr()
+    assert main(["transform", str(model), str(tmp / "X.npy"), "-o", str(codes)]) == 1
+    assert "--allow-pickle" in one_line_error(capsys)
+    assert not codes.exists()
+    args = ["transform", str(model), str(tmp / "X.npy"), "-o", str(codes)]
+    assert main([*args, "--allow-pickle"]) == 0
+    np.testing.assert_array_equal(np.load(codes), saved.transform(X))
+    assert main(["info", str(model), "--allow-pickle"]) == 0
+    assert "KSparseAutoencoder: 9 features" in capsys.readouterr().out
+
+
 def test_fit_other_models_with_literal_parameters(data_files):
     tmp, X = data_files
-    model = tmp / "stacked.joblib"
+    model = tmp / "stacked.skae"
     args = ["fit", str(tmp / "X.npy"), "--model", "stacked", "-o", str(model)]
     args += ["-p", "hidden_layer_sizes=(8, 4)", "-p", "sparsity=topk", "-p", "k=(4, 2)"]
     assert main([*args, "-p", "max_iter=2", "-p", "device=cpu"]) == 0
-    assert joblib.load(model).transform(X).shape == (len(X), 4)
+    assert skae.load(model).transform(X).shape == (len(X), 4)
+
+
+class _Evil:
+    """Unpickling this creates ``marker``: what a crafted model file could do."""
+
+    def __init__(self, marker):
+        self.marker = pathlib.Path(marker)
+
+    def __reduce__(self):
+        return (pathlib.Path.touch, (self.marker,))
+
+
+@pytest.mark.parametrize("name", ["evil.joblib", "evil.skae"])
+@pytest.mark.parametrize("command", ["transform", "info"])
+def test_a_pickle_never_loads_without_allow_pickle(data_files, name, command, capsys):
+    tmp, _ = data_files
+    marker, evil = tmp / "MARKER", tmp / name
+    evil.write_bytes(pickle.dumps(_Evil(marker)))
+    args = {
+        "transform": ["transform", str(evil), str(tmp / "X.npy"), "-o", "c.npy"],
+        "info": ["info", str(evil)],
+    }[command]
+    assert main(args) == 1
+    err = one_line_error(capsys)
+    assert "not a skae model file" in err and "--allow-pickle" in err
+    assert "runs any code" in err
+    assert not marker.exists()
+    # The file does run code when unpickled, and even then only a skae
+    # model is accepted.
+    assert main([*args, "--allow-pickle"]) == 1
+    assert marker.exists()
+    assert "not a skae model" in one_line_error(capsys)
 
 
 @pytest.mark.parametrize(
@@ -81,93 +178,274 @@ def test_fit_other_models_with_literal_parameters(data_files):
         ),
         (
             ["transform", "{tmp}/X.npy", "{tmp}/X.npy", "-o", "{tmp}/c.npy"],
-            "not a saved skae",
+            "is not a skae model file",
         ),
-        (["info", "{tmp}/missing.joblib"], "no such file"),
+        (
+            ["transform", "{tmp}/X.npy", "{tmp}/X.npy", "-o", "{tmp}/c.csv"],
+            "must end in .npy",
+        ),
+        (["info", "{tmp}/missing.skae"], "no such file"),
+        (["info", "{tmp}/X.npy", "--allow-pickle"], "not a joblib file that loads"),
     ],
 )
 def test_errors_are_one_line_with_exit_code_1(data_files, args, message, capsys):
     tmp, _ = data_files
     (tmp / "X.txt").write_text("1,2\n")
     assert main([a.format(tmp=tmp) for a in args]) == 1
-    err = capsys.readouterr().err.strip()
-    assert message in err and "\n" not in err and err.startswith("skae ")
+    assert message in one_line_error(capsys)
 
 
-def test_transform_rejects_data_of_another_width(data_files, capsys):
+@pytest.mark.parametrize(
+    "error",
+    [
+        skae.TrainingDivergedError("the loss became NaN at epoch 2\nmore detail"),
+        MemoryError("Unable to allocate 12 TiB"),
+        TypeError("X is a str"),
+        OSError(28, "No space left on device"),
+    ],
+)
+def test_fit_failures_are_one_line(data_files, monkeypatch, error, capsys):
     tmp, _ = data_files
-    model = tmp / "m.joblib"
-    assert main(["fit", str(tmp / "X.npy"), "-p", "max_iter=1", "-o", str(model)]) == 0
-    np.save(tmp / "narrow.npy", np.zeros((5, 4)))
-    assert main(["transform", str(model), str(tmp / "narrow.npy"), "-o", "c.npy"]) == 1
-    assert "X has 4 features" in capsys.readouterr().err
+
+    def failing_fit(self, X, y=None):
+        raise error
+
+    monkeypatch.setattr(KSparseAutoencoder, "fit", failing_fit)
+    assert main(["fit", str(tmp / "X.npy"), "-o", str(tmp / "m.skae")]) == 1
+    assert str(error).splitlines()[0] in one_line_error(capsys)
+    assert not (tmp / "m.skae").exists()
 
 
-def test_transform_streams_chunks_with_progress(data_files, monkeypatch, capsys):
-    import skae.cli
+def test_saving_failure_is_one_line(data_files, monkeypatch, capsys):
+    tmp, _ = data_files
 
-    tmp, X = data_files
-    model, codes = tmp / "m.joblib", tmp / "codes.npy"
-    assert main(["fit", str(tmp / "X.npy"), "-p", "max_iter=2", "-o", str(model)]) == 0
-    monkeypatch.setattr(skae.cli, "TRANSFORM_CHUNK_BYTES", 1)  # 256-row chunks
-    assert (
-        main(["transform", str(model), str(tmp / "X.npy"), "-o", str(codes), "-v"]) == 0
+    def full_disk(estimator, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(skae, "save", full_disk)
+    args = ["fit", str(tmp / "X.npy"), *FAST, "-o", str(tmp / "m.skae")]
+    assert main(args) == 1
+    err = one_line_error(capsys)
+    assert "cannot save" in err and "No space left on device" in err
+
+
+def test_huge_model_is_refused_on_one_line(data_files):
+    tmp, _ = data_files
+    huge = ["fit", str(tmp / "X.npy"), "-p", "n_components=1000000000"]
+    result = subprocess.run(
+        [sys.executable, "-m", "skae", *huge, "-o", str(tmp / "m.skae")],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
-    np.testing.assert_array_equal(np.load(codes), joblib.load(model).transform(X))
+    assert result.returncode == 1
+    err = result.stderr.strip()
+    assert "Traceback" not in err and "\n" not in err
+    assert err.startswith("skae fit: error:") and "n_components" in err
+    assert not (tmp / "m.skae").exists()
+
+
+def test_transform_rejects_data_of_another_width(model_file, capsys):
+    tmp = model_file.parent
+    codes = tmp / "c.npy"
+    codes.write_bytes(b"previous codes")
+    np.save(tmp / "narrow.npy", np.zeros((5, 4)))
+    before = folder_listing(tmp)
+    args = ["transform", str(model_file), str(tmp / "narrow.npy"), "-o", str(codes)]
+    assert main([*args, "--overwrite"]) == 1
+    assert "X has 4 features" in one_line_error(capsys)
+    assert codes.read_bytes() == b"previous codes"
+    assert folder_listing(tmp) == before  # no leftover temporary
+
+
+def test_transform_streams_chunks_with_progress(model_file, monkeypatch, capsys):
+    tmp = model_file.parent
+    X, codes = np.load(tmp / "X.npy"), tmp / "codes.npy"
+    monkeypatch.setattr(skae.cli, "TRANSFORM_CHUNK_BYTES", 1)  # 256-row chunks
+    args = ["transform", str(model_file), str(tmp / "X.npy"), "-o", str(codes), "-v"]
+    assert main(args) == 0
+    np.testing.assert_array_equal(np.load(codes), skae.load(model_file).transform(X))
     assert "300/300" in capsys.readouterr().err
 
 
-def test_transform_failing_midway_leaves_no_codes_file(data_files, monkeypatch, capsys):
-    import skae.cli
-
-    tmp, X = data_files
-    model, codes = tmp / "m.joblib", tmp / "codes.npy"
-    assert main(["fit", str(tmp / "X.npy"), "-p", "max_iter=1", "-o", str(model)]) == 0
-    bad = X.copy()
+def test_transform_failing_midway_leaves_no_codes_file(model_file, monkeypatch, capsys):
+    tmp = model_file.parent
+    codes = tmp / "codes.npy"
+    bad = np.load(tmp / "X.npy")
     bad[290, 4] = np.nan  # in the second 256-row chunk
     np.save(tmp / "bad.npy", bad)
+    before = folder_listing(tmp)
     monkeypatch.setattr(skae.cli, "TRANSFORM_CHUNK_BYTES", 1)
-    assert main(["transform", str(model), str(tmp / "bad.npy"), "-o", str(codes)]) == 1
-    assert "NaN" in capsys.readouterr().err
-    assert not codes.exists()
+    args = ["transform", str(model_file), str(tmp / "bad.npy"), "-o", str(codes)]
+    assert main(args) == 1
+    assert "NaN" in one_line_error(capsys)
+    assert folder_listing(tmp) == before
 
 
-def test_transform_rejects_one_dimensional_data(data_files, capsys):
-    tmp, _ = data_files
-    model = tmp / "m.joblib"
-    assert main(["fit", str(tmp / "X.npy"), "-p", "max_iter=1", "-o", str(model)]) == 0
+def test_transform_rejects_one_dimensional_data(model_file, capsys):
+    tmp = model_file.parent
     np.save(tmp / "flat.npy", np.zeros(9))
-    assert main(["transform", str(model), str(tmp / "flat.npy"), "-o", "c.npy"]) == 1
-    assert "1-D array" in capsys.readouterr().err
+    args = ["transform", str(model_file), str(tmp / "flat.npy"), "-o"]
+    assert main([*args, str(tmp / "c.npy")]) == 1
+    assert "1-D array" in one_line_error(capsys)
+    assert not (tmp / "c.npy").exists()
 
 
-def test_transform_refuses_to_overwrite_its_input(data_files, capsys):
-    tmp, X = data_files
-    model = tmp / "m.joblib"
-    assert main(["fit", str(tmp / "X.npy"), "-p", "max_iter=1", "-o", str(model)]) == 0
-    data = str(tmp / "X.npy")
-    assert main(["transform", str(model), data, "-o", data]) == 1
-    assert "is the input" in capsys.readouterr().err
-    np.testing.assert_array_equal(np.load(data), X)
+def test_transform_refuses_to_overwrite_its_input(model_file, capsys):
+    tmp = model_file.parent
+    data = tmp / "X.npy"
+    before = data.read_bytes()
+    assert main(["transform", str(model_file), str(data), "-o", str(data)]) == 1
+    assert "is the input" in one_line_error(capsys)
+    assert data.read_bytes() == before
 
 
-def test_transform_adds_npy_like_np_save(data_files):
+def _hard_link(target, link):
+    os.link(target, link)
+
+
+def _symlink(target, link):
+    os.symlink(target, link)
+
+
+@pytest.mark.parametrize("make_link", [_hard_link, _symlink])
+@pytest.mark.parametrize("which", ["data", "model"])
+def test_transform_never_overwrites_an_input_through_a_link(
+    model_file, make_link, which, capsys
+):
+    tmp = model_file.parent
+    data = tmp / "B.npy"
+    np.save(data, np.load(tmp / "X.npy"))
+    target = {"data": data, "model": model_file}[which]
+    before = target.read_bytes()
+    make_link(target, tmp / "Z.npy")
+    args = ["transform", str(model_file), str(data), "-o", str(tmp / "Z.npy")]
+    assert main([*args, "--overwrite"]) == 1
+    assert "is the input" in one_line_error(capsys)
+    assert target.read_bytes() == before
+
+
+@pytest.mark.parametrize("make_link", [None, _hard_link, _symlink])
+def test_fit_never_overwrites_its_data(data_files, monkeypatch, make_link, capsys):
     tmp, _ = data_files
-    model = tmp / "m.joblib"
-    assert main(["fit", str(tmp / "X.npy"), "-p", "max_iter=1", "-o", str(model)]) == 0
-    assert (
-        main(["transform", str(model), str(tmp / "X.npy"), "-o", str(tmp / "c")]) == 0
-    )
-    assert np.load(tmp / "c.npy").shape == (300, 128)
+    data = tmp / "X.npy"
+    before = data.read_bytes()
+    output = data
+    if make_link is not None:
+        output = tmp / "m.joblib"
+        make_link(data, output)
+    monkeypatch.setattr(skae.cli, "load_data", _fails("the data was loaded"))
+    args = ["fit", str(data), "-o", str(output), "--overwrite"]
+    assert main(args) == 1
+    assert "is the input" in one_line_error(capsys)
+    assert data.read_bytes() == before
 
 
-def test_ctrl_c_during_transform_leaves_no_codes_file(data_files, monkeypatch):
-    import skae.cli
-    from skae import KSparseAutoencoder
+def test_transform_replaces_its_output_without_writing_through_links(
+    model_file, capsys
+):
+    tmp = model_file.parent
+    codes, other = tmp / "codes.npy", tmp / "other.npy"
+    other.write_bytes(b"another file")
+    os.link(other, codes)
+    args = ["transform", str(model_file), str(tmp / "X.npy"), "-o", str(codes)]
+    assert main([*args, "--overwrite"]) == 0
+    assert np.load(codes).shape == (300, 12)
+    assert other.read_bytes() == b"another file"
 
+
+def _fails(message):
+    def fail(*args, **kwargs):
+        raise AssertionError(message)
+
+    return fail
+
+
+def test_existing_outputs_are_replaced_only_with_overwrite(model_file, capsys):
+    tmp = model_file.parent
+    codes = tmp / "codes.npy"
+    codes.write_bytes(b"previous codes")
+    transform = ["transform", str(model_file), str(tmp / "X.npy"), "-o", str(codes)]
+    assert main(transform) == 1
+    err = one_line_error(capsys)
+    assert "exists" in err and "--overwrite" in err
+    assert codes.read_bytes() == b"previous codes"
+    assert main([*transform, "--overwrite"]) == 0
+    assert np.load(codes).shape == (300, 12)
+
+    model_before = model_file.read_bytes()
+    fit = ["fit", str(tmp / "X.npy"), *FAST, "-p", "max_iter=3", "-o", str(model_file)]
+    assert main(fit) == 1
+    assert "--overwrite" in one_line_error(capsys)
+    assert model_file.read_bytes() == model_before
+    assert main([*fit, "--overwrite"]) == 0
+    assert skae.load(model_file).n_iter_ == 3
+
+
+def test_fit_refuses_to_replace_a_file_that_is_not_a_model(
+    data_files, monkeypatch, capsys
+):
     tmp, _ = data_files
-    model, codes = tmp / "m.joblib", tmp / "codes.npy"
-    assert main(["fit", str(tmp / "X.npy"), "-p", "max_iter=1", "-o", str(model)]) == 0
+    notes = tmp / "notes.skae"
+    notes.write_text("not a model")
+    monkeypatch.setattr(KSparseAutoencoder, "fit", _fails("trained"))
+    assert main(["fit", str(tmp / "X.npy"), "-o", str(notes), "--overwrite"]) == 1
+    assert "is not a skae model file" in one_line_error(capsys)
+    assert notes.read_text() == "not a model"
+
+
+def _read_only_folder(tmp):
+    folder = tmp / "read-only"
+    folder.mkdir()
+    folder.chmod(0o500)
+    if os.access(folder, os.W_OK):  # root writes anywhere
+        pytest.skip("this user can write in a read-only folder")
+    return folder
+
+
+@pytest.mark.parametrize("folder", ["missing", "a file", "read-only"])
+def test_fit_checks_its_output_folder_before_any_work(
+    data_files, monkeypatch, folder, capsys
+):
+    tmp, _ = data_files
+    parent = {
+        "missing": lambda: tmp / "missing",
+        "a file": lambda: tmp / "X.csv",
+        "read-only": lambda: _read_only_folder(tmp),
+    }[folder]()
+    monkeypatch.setattr(skae.cli, "load_data", _fails("the data was loaded"))
+    monkeypatch.setattr(KSparseAutoencoder, "fit", _fails("trained"))
+    args = ["fit", str(tmp / "X.npy"), "-o", str(parent / "m.skae")]
+    assert main(args) == 1
+    err = one_line_error(capsys)
+    assert "cannot be written" in err and str(parent) in err
+
+
+def test_transform_checks_its_output_before_loading_anything(
+    model_file, monkeypatch, capsys
+):
+    tmp = model_file.parent
+    monkeypatch.setattr(skae, "load", _fails("the model was loaded"))
+    monkeypatch.setattr(skae.cli, "load_data", _fails("the data was loaded"))
+    codes = tmp / "missing" / "codes.npy"
+    assert main(["transform", str(model_file), str(tmp / "X.npy"), "-o", str(codes)])
+    assert "cannot be written" in one_line_error(capsys)
+
+
+def test_transform_output_must_be_npy(model_file, capsys):
+    tmp = model_file.parent
+    before = folder_listing(tmp)
+    args = ["transform", str(model_file), str(tmp / "X.npy"), "-o"]
+    assert main([*args, str(tmp / "codes.csv")]) == 1
+    assert "must end in .npy" in one_line_error(capsys)
+    assert folder_listing(tmp) == before
+
+
+def test_ctrl_c_during_transform_leaves_no_codes_file(model_file, monkeypatch):
+    tmp = model_file.parent
+    codes = tmp / "codes.npy"
+    codes.write_bytes(b"previous codes")
+    before = folder_listing(tmp)
     monkeypatch.setattr(skae.cli, "TRANSFORM_CHUNK_BYTES", 1)
     calls = []
     original = KSparseAutoencoder.transform
@@ -179,6 +457,9 @@ def test_ctrl_c_during_transform_leaves_no_codes_file(data_files, monkeypatch):
         return original(self, X)
 
     monkeypatch.setattr(KSparseAutoencoder, "transform", interrupted)
+    args = ["transform", str(model_file), str(tmp / "X.npy"), "-o", str(codes)]
     with pytest.raises(KeyboardInterrupt):
-        main(["transform", str(model), str(tmp / "X.npy"), "-o", str(codes)])
-    assert not codes.exists()
+        main([*args, "--overwrite"])
+    assert len(calls) == 2
+    assert codes.read_bytes() == b"previous codes"
+    assert folder_listing(tmp) == before

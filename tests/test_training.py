@@ -6,10 +6,20 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 
+import skae._base
 import skae._engine.training
-from skae import KSparseAutoencoder, StackedSparseAutoencoder, TrainingDivergedError
+from skae import (
+    ConvSparseAutoencoder,
+    JumpReLUSparseAutoencoder,
+    KLSparseAutoencoder,
+    KSparseAutoencoder,
+    L1SparseAutoencoder,
+    StackedSparseAutoencoder,
+    TrainingDivergedError,
+)
 
 
 def model(**params):
@@ -34,7 +44,9 @@ def test_divergence_during_warm_start_keeps_the_model_before_the_call(sparse_dat
     sae = model(warm_start=True).fit(sparse_data)
     before = {k: v.clone() for k, v in sae.module_.state_dict().items()}
     components, curve = sae.components_.copy(), list(sae.loss_curve_)
-    with pytest.raises(TrainingDivergedError, match=r"loss grew to .* times its lowest"):
+    with pytest.raises(
+        TrainingDivergedError, match=r"loss grew to .* times its lowest"
+    ):
         sae.set_params(learning_rate=10.0).fit(sparse_data)
     for name, value in sae.module_.state_dict().items():
         torch.testing.assert_close(value, before[name], rtol=0, atol=0, equal_nan=True)
@@ -194,3 +206,204 @@ def test_a_warning_turned_error_leaves_a_whole_fitted_model(sparse_data):
     assert sae.n_features_in_ == sparse_data.shape[1]
     assert sae.activation_frequency_.shape == (48,)
     assert sae.transform(sparse_data).shape == (len(sparse_data), 48)
+
+
+# ------------------------------------------------------------- divergence
+
+DIVERGING = [
+    KSparseAutoencoder(16, k=4),
+    L1SparseAutoencoder(16),
+    KLSparseAutoencoder(16),
+    JumpReLUSparseAutoencoder(16),
+    StackedSparseAutoencoder((16, 8)),
+    StackedSparseAutoencoder((16, 8), sparsity="topk", k=4),
+    ConvSparseAutoencoder(n_components=4, image_shape=(4, 5)),
+]
+
+
+@pytest.fixture(scope="module")
+def normal_data():
+    return np.random.RandomState(0).randn(200, 20)
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+@pytest.mark.parametrize("learning_rate", [10.0, 1e3, 1e6])
+@pytest.mark.parametrize("estimator", DIVERGING, ids=lambda e: type(e).__name__)
+def test_a_diverging_fit_raises_and_returns_no_model(
+    estimator, learning_rate, early_stopping, normal_data
+):
+    # Each of these returned a model with explained variance from -5 to
+    # -1e13 and most latents dead, silently, before divergence was checked.
+    sae = clone(estimator).set_params(
+        learning_rate=learning_rate,
+        max_iter=40,
+        n_iter_no_change=3,
+        early_stopping=early_stopping,
+        random_state=0,
+    )
+    with pytest.raises(TrainingDivergedError, match=r"lower learning_rate \(now"):
+        sae.fit(normal_data)
+    assert not hasattr(sae, "module_")
+
+
+@pytest.mark.parametrize("estimator", DIVERGING, ids=lambda e: type(e).__name__)
+def test_a_diverging_refit_leaves_the_fitted_model_as_it_was(estimator, normal_data):
+    sae = clone(estimator).set_params(max_iter=3, random_state=0).fit(normal_data)
+    state = {k: v.clone() for k, v in sae.module_.state_dict().items()}
+    codes, curve = sae.transform(normal_data), list(sae.loss_curve_)
+    with pytest.raises(TrainingDivergedError):
+        sae.set_params(learning_rate=1e3, max_iter=40).fit(normal_data)
+    for name, value in sae.module_.state_dict().items():
+        torch.testing.assert_close(value, state[name], rtol=0, atol=0, equal_nan=True)
+    np.testing.assert_array_equal(sae.transform(normal_data), codes)
+    assert sae.loss_curve_ == curve
+
+
+def test_the_growth_rule_is_relative_to_the_lowest_loss_and_the_start():
+    from skae._engine.training import LoopState, check_divergence
+
+    module = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.Adam(module.parameters(), lr=0.5)
+    state = LoopState(start_loss=20.0)
+    state.history.loss = [20.0, 1e-9, 1e-10]
+    # Noise near a perfect fit: a thousand times the lowest, far under the start.
+    check_divergence(1e-7, state, module, optimizer, epoch=4)
+    check_divergence(19.0, state, module, optimizer, epoch=4)
+    with pytest.raises(
+        TrainingDivergedError, match=r"grew to 25 in epoch 4.*\(now 0.5\)"
+    ):
+        check_divergence(25.0, state, module, optimizer, epoch=4)
+    # In the first epoch, the start is all there is to compare with.
+    first = LoopState(start_loss=20.0)
+    check_divergence(1999.0, first, module, optimizer, epoch=1)
+    with pytest.raises(TrainingDivergedError, match="100 times its lowest, 20"):
+        check_divergence(2000.1, first, module, optimizer, epoch=1)
+
+
+def test_non_finite_weights_are_named_with_the_loss_they_had():
+    from skae._engine.training import LoopState, check_divergence
+
+    module = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.Adam(module.parameters())
+    with torch.no_grad():
+        module.weight[0, 0] = float("inf")
+    with pytest.raises(TrainingDivergedError, match="weights became NaN or infinite"):
+        check_divergence(3.5, LoopState(start_loss=1.0), module, optimizer, epoch=2)
+
+
+def test_every_latent_dead_is_an_error_not_a_model(normal_data):
+    # A penalty of 30 per active latent on rows that vary by 20: no latent is
+    # worth its cost, and the model would only ever predict the mean.
+    sae = JumpReLUSparseAutoencoder(16, sparsity_weight=30.0, max_iter=20)
+    with pytest.raises(TrainingDivergedError, match="every one of the 16 latents"):
+        sae.set_params(random_state=0).fit(normal_data)
+    assert not hasattr(sae, "module_")
+    # partial_fit counts activity during its pass: the collapse shows in the
+    # first pass that starts with every latent dead, and that pass is undone.
+    stream = JumpReLUSparseAutoencoder(16, batch_size=10, random_state=0)
+    stream.partial_fit(normal_data).set_params(sparsity_weight=30, learning_rate=0.1)
+    for _ in range(10):
+        before = {k: v.clone() for k, v in stream.module_.state_dict().items()}
+        n_iter = stream.n_iter_
+        try:
+            stream.partial_fit(normal_data)
+        except TrainingDivergedError as exc:
+            assert "every one of the 16 latents is dead" in str(exc)
+            break
+    else:
+        pytest.fail("ten passes at a prohibitive penalty never collapsed")
+    assert stream.n_iter_ == n_iter
+    for name, value in stream.module_.state_dict().items():
+        torch.testing.assert_close(value, before[name], rtol=0, atol=0)
+
+
+def test_no_active_latent_is_right_for_rows_that_do_not_vary():
+    X = np.tile(np.arange(6.0), (50, 1))
+    sae = KSparseAutoencoder(8, k=2, max_iter=3, random_state=0).fit(X)
+    assert sae.n_dead_components_ == 8
+    np.testing.assert_allclose(sae.inverse_transform(sae.transform(X)), X, atol=1e-5)
+
+
+def test_a_fit_worse_than_the_mean_warns():
+    # A wide dictionary with many codes per row starts far worse than the
+    # mean, and one step does not mend it.
+    X = np.random.RandomState(0).randn(100, 8)
+    sae = KSparseAutoencoder(512, k=64, max_iter=1, batch_size=100, random_state=0)
+    with pytest.warns(
+        RuntimeWarning, match=r"explained variance of -\d+.* own training"
+    ):
+        sae.fit(X)
+    assert sae.score(X) < 0
+
+
+def test_a_fit_better_than_the_mean_does_not_warn(sparse_data):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        sae = model(max_iter=3).fit(sparse_data)
+    assert sae.score(sparse_data) > 0
+
+
+# ------------------------------------------------------- impossible sizes
+
+
+@pytest.mark.parametrize(
+    ("estimator", "named"),
+    [
+        (KSparseAutoencoder(n_components=10**9, k=4), "n_components=1000000000"),
+        (StackedSparseAutoencoder((10**9, 8)), r"hidden_layer_sizes=\(1000000000, 8\)"),
+        (ConvSparseAutoencoder(n_components=10**8, image_shape=(4, 5)), "n_components"),
+    ],
+    ids=["ksparse", "stacked", "conv"],
+)
+def test_a_model_too_large_for_memory_is_refused_before_allocating(
+    estimator, named, normal_data, monkeypatch
+):
+    # A machine with 24 GiB, whatever this one has.
+    monkeypatch.setattr(skae._base, "available_memory", lambda device: 24 * 2**30)
+    allocations = []
+    monkeypatch.setattr(
+        skae._base.BaseSparseAutoencoder,
+        "_initial_module",
+        lambda *args, **kwargs: allocations.append(1),
+    )
+    with pytest.raises(ValueError, match=rf"{named}.*needs at least .* GB.* GB is"):
+        estimator.fit(normal_data)
+    assert allocations == []
+
+
+def test_a_batch_too_large_for_memory_names_batch_size(normal_data, monkeypatch):
+    monkeypatch.setattr(skae._base, "available_memory", lambda device: 2**20)
+    sae = KSparseAutoencoder(n_components=4096, k=4, batch_size=200)
+    with pytest.raises(
+        ValueError, match=r"one batch's codes.* Lower n_components or batch_size"
+    ):
+        sae.fit(normal_data)
+
+
+def test_the_cpu_reports_the_memory_it_has():
+    from skae._engine.device import available_memory
+
+    assert 2**20 < available_memory(torch.device("cpu")) < 2**50
+
+
+# ----------------------------------------------------------- interruption
+
+
+@pytest.mark.filterwarnings("ignore:.*explained variance")  # 2 epochs of a KL stack
+def test_ctrl_c_in_stacked_pretraining_leaves_the_estimator_as_it_was(
+    normal_data, monkeypatch
+):
+    sae = StackedSparseAutoencoder((8, 4), max_iter=2, random_state=0)
+    interrupt_on_epoch(monkeypatch, 2)  # in the first layer's pretraining
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no promise to keep weights
+        with pytest.raises(KeyboardInterrupt, match="pretraining layer 1 of 2"):
+            sae.fit(normal_data)
+    assert not hasattr(sae, "module_") and not hasattr(sae, "n_features_in_")
+    monkeypatch.undo()
+    sae.fit(normal_data)
+    components = sae.components_.copy()
+    interrupt_on_epoch(monkeypatch, 3)  # in the second layer's pretraining
+    with pytest.raises(KeyboardInterrupt, match="pretraining layer 2 of 2"):
+        sae.fit(normal_data)
+    np.testing.assert_array_equal(sae.components_, components)

@@ -66,7 +66,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
                 f"this version reads up to {FORMAT_VERSION})"
             )
         return Checkpoint(**decode(json.loads(metadata["checkpoint"]), tensors))
-    except (FileFormatError, KeyError, TypeError, json.JSONDecodeError) as exc:
+    except (OSError, FileFormatError, KeyError, TypeError, ValueError) as exc:
         reason = _old_format_reason(path) or str(exc)
         raise ValueError(
             f"checkpoint_path={str(path)!r} exists but is not a skae checkpoint "

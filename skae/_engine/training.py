@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -294,7 +293,8 @@ def train(
     training loss is monitored and the last weights are kept. As in
     scikit-learn's MLP, ``tol`` only decides when to stop: the best epoch is
     the one with the lowest monitored loss. Ctrl-C stops training cleanly,
-    with a warning, keeping the weights a normal stop would keep. An epoch
+    keeping the weights a normal stop would keep, and sets
+    ``history.interrupted`` for the caller to report. An epoch
     that diverges (:func:`check_divergence`) raises
     :class:`TrainingDivergedError`, leaving the module's weights undefined:
     the caller restores or discards them.
@@ -374,13 +374,6 @@ def train(
                 break
     except KeyboardInterrupt:
         history.interrupted = True
-        kept = "best weights so far" if state.best_state is not None else "last weights"
-        warnings.warn(
-            f"Training interrupted after {history.n_epochs} epoch(s); keeping the "
-            f"{kept}.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
         if state.best_state is None and not is_finite(core):
             what = f"the weights became NaN or infinite in epoch {history.n_epochs + 1}"
             raise _diverged(what, optimizer) from None
