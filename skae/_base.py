@@ -186,6 +186,19 @@ class BaseSparseAutoencoder(
         inputs, for saved weights to fill (its own weights are arbitrary)."""
         return self._make_module(n_features, torch.zeros(n_features), torch.Generator())
 
+    def _reject_booleans(self) -> None:
+        """Refuse ``True`` or ``False`` where a number is expected, alone or in
+        a sequence: scikit-learn's intervals take them for 1 and 0."""
+        for name, constraints in self._parameter_constraints.items():
+            if "boolean" in constraints or "verbose" in constraints:
+                continue
+            value = getattr(self, name)
+            if any(isinstance(item, (bool, np.bool_)) for item in _items(value)):
+                raise TypeError(
+                    f"{name}={value!r} holds a boolean where "
+                    f"{type(self).__name__} needs a number."
+                )
+
     def _check_params(self) -> None:
         """Check parameter combinations that constraints cannot express."""
 
@@ -232,6 +245,7 @@ class BaseSparseAutoencoder(
             The fitted estimator.
         """
         warm = self.warm_start and hasattr(self, "module_")
+        self._reject_booleans()
         self._check_params()
         if warm:
             self._check_incremental()
@@ -283,6 +297,7 @@ class BaseSparseAutoencoder(
             The updated estimator.
         """
         first_call = not hasattr(self, "module_")
+        self._reject_booleans()
         self._check_params()
         if not first_call:
             self._check_incremental()
@@ -739,15 +754,20 @@ class BaseSparseAutoencoder(
             The reconstruction, in the codes' float dtype.
         """
         check_is_fitted(self)
-        codes = check_array(X, accept_sparse="csr", dtype=_FLOATS)
+        with np.errstate(invalid="ignore", over="ignore"):  # said by the error
+            codes = check_array(X, accept_sparse="csr", dtype=_FLOATS)
         if codes.shape[1] != self._decoder_width():
             raise ValueError(
                 f"inverse_transform got codes with {codes.shape[1]} columns, but "
                 f"{type(self).__name__} decodes {self._decoder_width()}."
             )
         if sp.issparse(codes) and hasattr(self.module_, "decode_sparse"):
-            return self._decode_sparse(codes)
-        return self._map_batches(codes, lambda m, z: m.decode(z), self.n_features_in_)
+            decoded = self._decode_sparse(codes)
+        else:
+            decode = lambda m, z: m.decode(z)  # noqa: E731
+            decoded = self._map_batches(codes, decode, self.n_features_in_)
+        _check_finite(decoded, "reconstructions", codes.dtype)
+        return decoded
 
     def _decode_sparse(self, codes) -> np.ndarray:
         """:meth:`inverse_transform` of CSR codes, batch by batch, reading
@@ -824,7 +844,9 @@ class BaseSparseAutoencoder(
             reconstruction = module.decode(module.encode(x))
             return -(reconstruction - x).square().sum(dim=1, keepdim=True)
 
-        return self._map_batches(X, negative_error, 1).ravel()
+        errors = self._map_batches(X, negative_error, 1).ravel()
+        _check_finite(errors, "squared reconstruction errors", X.dtype)
+        return errors
 
     def _map_batches(self, X, fn, n_out: int) -> np.ndarray:
         """``fn(module, batch)`` over X in order, gathered into one array."""
@@ -891,6 +913,11 @@ class BaseSparseAutoencoder(
         inference.
         """
         X = _without_dates(X)
+        if len(getattr(X, "shape", ())) == 2 and X.shape[1] == 0:
+            raise ValueError(
+                f"X has 0 features (shape {tuple(X.shape)}); "
+                f"{type(self).__name__} needs at least one column."
+            )
         if isinstance(X, np.memmap) and X.ndim == 2:
             validate_data(self, X[:1], reset=reset, dtype=None, ensure_all_finite=False)
             if X.dtype.kind not in "fiub":
@@ -995,6 +1022,28 @@ def _to_cpu(obj):
     if isinstance(obj, (list, tuple)):
         return type(obj)(_to_cpu(value) for value in obj)
     return obj
+
+
+def _items(value):
+    """``value``'s items, however nested in lists, tuples and arrays."""
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        yield from value.ravel()
+    elif isinstance(value, (list, tuple, np.ndarray)):
+        for item in value:
+            yield from _items(item)
+    else:
+        yield value
+
+
+def _check_finite(results: np.ndarray, what: str, dtype) -> None:
+    """Refuse to return overflowed results: inputs too large for the model's
+    weights in the precision they are computed in."""
+    if not np.isfinite(results).all():
+        raise ValueError(
+            f"The {what} overflow {np.dtype(dtype).name}: the input is too large "
+            "in magnitude for this model. Scale it as the training data were, "
+            "or pass float64 input."
+        )
 
 
 def _inference_limit(dtype: torch.dtype, n_features: int) -> float:

@@ -105,8 +105,8 @@ class ConvSparseAutoencoder(BaseSparseAutoencoder):
     >>> from sklearn.datasets import load_digits
     >>> from skae import ConvSparseAutoencoder
     >>> X = load_digits().data / 16
-    >>> sae = ConvSparseAutoencoder((8, 8), n_components=16, max_iter=5,
-    ...                             random_state=0).fit(X)
+    >>> sae = ConvSparseAutoencoder((8, 8), n_components=16, lifetime_sparsity=0.2,
+    ...                             max_iter=10, random_state=0).fit(X)
     >>> sae.transform(X).shape  # 16 maps pooled to 4 x 4
     (1797, 256)
     >>> sae.components_.shape

@@ -191,7 +191,10 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
     def _check_params(self) -> None:
         sizes = np.ravel(self.hidden_layer_sizes)
         if sizes.size == 0 or not all(
-            isinstance(s, Integral | np.integer) and s >= 1 for s in sizes
+            isinstance(s, Integral | np.integer)
+            and not isinstance(s, bool | np.bool_)
+            and s >= 1
+            for s in sizes
         ):
             raise ValueError(
                 "hidden_layer_sizes must be a non-empty sequence of positive "

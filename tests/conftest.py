@@ -1,5 +1,27 @@
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property-based tests (test_properties.py): bounded and derandomized, so a CI
+# run is quick and repeatable. Loaded here, before hypothesis reads the
+# command line, so that --hypothesis-profile=NAME still chooses another.
+settings.register_profile(
+    "ci",
+    max_examples=40,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    print_blob=True,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.filter_too_much,
+    ],
+)
+settings.register_profile(
+    "thorough", parent=settings.get_profile("ci"), max_examples=400
+)
+settings.load_profile("ci")
 
 
 def make_sparse_data(

@@ -38,11 +38,18 @@ ESTIMATORS = [
         hidden_layer_sizes=(8, 4), sparsity="topk", k=(2, 1), max_iter=3
     ),
     # image_shape=None: the checks' rows become 1-D signals (or square images).
-    ConvSparseAutoencoder(n_components=4, kernel_size=3, max_iter=3),
-    ConvSparseAutoencoder(n_components=4, kernel_size=3, sparsity="kl", max_iter=3),
+    # Batches of 16, not one step an epoch: three steps can leave every
+    # winner-take-all map dead on the checks' sparse rows, which is an error.
+    ConvSparseAutoencoder(n_components=4, kernel_size=3, max_iter=3, batch_size=16),
+    ConvSparseAutoencoder(
+        n_components=4, kernel_size=3, sparsity="kl", max_iter=3, batch_size=16
+    ),
 ]
 
 
+# The checks fit a few steps on a few dozen rows, far from a trained model:
+# that it then reconstructs worse than the mean is true, and not what they check.
+@pytest.mark.filterwarnings("ignore:.*explained variance:RuntimeWarning")
 @parametrize_with_checks(ESTIMATORS)
 def test_sklearn_compatible_estimator(estimator, check):
     check(estimator)

@@ -69,11 +69,66 @@ def test_non_finite_sparse_input_names_position(small_X, no_training):
         (np.arange(10.0), ValueError, "Expected 2D array"),
         ([["a", "b"], ["c", "d"]], ValueError, "could not convert string"),
         (np.array([[1 + 1j, 2]]), ValueError, "Complex data not supported"),
+        (np.zeros((4, 2), dtype="datetime64[s]"), TypeError, "dates or durations"),
+        (np.ones((4, 2), dtype="timedelta64[ms]"), TypeError, "dates or durations"),
+        (
+            [[np.datetime64("2026-12-01"), np.datetime64("2026-12-02")]],
+            TypeError,
+            "dates",
+        ),
     ],
 )
 def test_malformed_input_is_rejected(X, error, message, no_training):
     with pytest.raises(error, match=message):
         model().fit(X)
+
+
+def test_a_table_with_a_date_column_is_rejected(no_training):
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(
+        {"x": [1.0, 2.0, 3.0], "when": pd.date_range("2026", periods=3)}
+    )
+    with pytest.raises(TypeError, match="dates or durations"):
+        model().fit(frame)
+
+
+@pytest.mark.parametrize("scale", [1e10, 1e30, np.finfo(np.float64).max / 2])
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+def test_data_too_large_for_float32_training_is_rejected(
+    small_X, scale, method, no_training
+):
+    X = small_X * (scale / np.abs(small_X).max())
+    before = X.copy()
+    with pytest.raises(
+        ValueError, match=r"values up to .* beyond the 1e\+09 .*StandardScaler"
+    ):
+        getattr(model(), method)(X)
+    np.testing.assert_array_equal(X, before)
+
+
+def test_data_at_the_training_limit_trains(small_X):
+    X = small_X * (1e9 / np.abs(small_X).max())
+    sae = model().fit(X)
+    assert np.isfinite(sae.score_samples(X)).all()
+
+
+def test_inference_is_finite_or_refused_whatever_the_magnitude(small_X):
+    sae = model().fit(small_X)
+    for dtype, scale in [(np.float64, 1e100), (np.float32, 1e15)]:
+        X = (small_X * scale).astype(dtype)
+        for method in ("transform", "score_samples", "score"):
+            assert np.isfinite(getattr(sae, method)(X)).all()
+    for dtype, scale in [(np.float64, 1e200), (np.float32, 1e30)]:
+        X = (small_X * scale).astype(dtype)
+        for method in ("transform", "score_samples", "score"):
+            with pytest.raises(
+                ValueError, match=f"in {np.dtype(dtype).name}, the squared"
+            ):
+                getattr(sae, method)(X)
+    # Codes that add up, through the first feature's weights, past float32.
+    codes = 3e38 * np.sign(sae.components_[:, :1].T).astype(np.float32)
+    with pytest.raises(ValueError, match="reconstructions overflow float32"):
+        sae.inverse_transform(codes)
 
 
 @pytest.mark.parametrize(
@@ -292,6 +347,6 @@ def test_failed_refit_leaves_the_fitted_model_usable(digits):
     sae = model().fit(X)
     codes = sae.transform(X)
     with pytest.raises(ValueError, match="Training diverged"):
-        sae.fit(np.random.RandomState(0).randn(50, 10) * 1e25)
+        sae.set_params(learning_rate=1e30).fit(np.random.RandomState(0).randn(50, 10))
     assert sae.n_features_in_ == 64
     np.testing.assert_array_equal(sae.transform(X), codes)

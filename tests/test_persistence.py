@@ -1,13 +1,27 @@
-"""Pickle and joblib round trips, across devices."""
+"""Saving and loading: pickle and joblib round trips, and skae's safe format."""
 
+import copy
+import json
 import pickle
+from pathlib import Path
 
 import joblib
 import numpy as np
 import pytest
 import torch
+from sklearn.base import clone
 
-from skae import KSparseAutoencoder
+import skae
+import skae._persistence
+from skae import (
+    ConvSparseAutoencoder,
+    JumpReLUSparseAutoencoder,
+    KLSparseAutoencoder,
+    KSparseAutoencoder,
+    L1SparseAutoencoder,
+    SparseAutoencoderOutlierDetector,
+    StackedSparseAutoencoder,
+)
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +96,230 @@ def test_pickling_leaves_the_live_estimator_untouched(sparse_data):
     pickle.dumps(sae)
     assert sae.module_ is module
     assert sae._optimizer_state is optimizer_state
+
+
+# ------------------------------------------------------ the safe format
+
+ESTIMATORS = [
+    KSparseAutoencoder(32, k=4),
+    KSparseAutoencoder(32, k=4, k_mode="batch"),
+    KSparseAutoencoder(32, k=4, encoder="omp", matryoshka_sizes=(8, 16)),
+    KSparseAutoencoder(128, k=4, aux_k=8, normalize_input=True, sparse_output=True),
+    L1SparseAutoencoder(16),
+    KLSparseAutoencoder(16, early_stopping=True),
+    JumpReLUSparseAutoencoder(16, sparsity_weight=0.1),
+    StackedSparseAutoencoder((12, 6)),
+    StackedSparseAutoencoder((12, 6), sparsity="topk", k=3),
+    ConvSparseAutoencoder(n_components=4, image_shape=(4, 8)),
+    SparseAutoencoderOutlierDetector(L1SparseAutoencoder(8, max_iter=2)),
+]
+
+
+def fitted_copy(estimator, X):
+    estimator = clone(estimator)
+    if "random_state" in estimator.get_params(deep=False):
+        estimator.set_params(random_state=0, max_iter=3)
+    return estimator.fit(X)
+
+
+def assert_same_state(a, b):
+    """Every attribute equal, tensors and arrays bit for bit."""
+    assert type(a) is type(b)
+    assert sorted(vars(a)) == sorted(vars(b))
+    for name, value in vars(a).items():
+        other = vars(b)[name]
+        if isinstance(value, torch.nn.Module):
+            for key, tensor in value.state_dict().items():
+                torch.testing.assert_close(
+                    other.state_dict()[key], tensor, rtol=0, atol=0, equal_nan=True
+                )
+        elif isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(other, value)
+        elif isinstance(value, np.random.RandomState):
+            assert repr(value.get_state()) == repr(other.get_state())
+        elif name == "_optimizer_state":
+            assert repr(other) == repr(value)
+        elif hasattr(value, "get_params"):
+            assert_same_state(value, other)
+        else:
+            assert repr(other) == repr(value), name
+
+
+@pytest.mark.filterwarnings("ignore:.*explained variance")  # 3 epochs of a KL stack
+@pytest.mark.parametrize("estimator", ESTIMATORS, ids=repr)
+def test_save_and_load_give_the_same_fitted_estimator(estimator, tmp_path, sparse_data):
+    X = sparse_data[:300]
+    fitted = fitted_copy(estimator, X)
+    path = tmp_path / "model.skae"
+    skae.save(fitted, path)
+    loaded = skae.load(path)
+    assert_same_state(fitted, loaded)
+    np.testing.assert_array_equal(loaded.score_samples(X), fitted.score_samples(X))
+    if hasattr(fitted, "partial_fit"):
+        # The optimizer's moments and the random stream travel too.
+        fitted.partial_fit(X)
+        loaded.partial_fit(X)
+        np.testing.assert_array_equal(loaded.components_, fitted.components_)
+
+
+def test_an_unfitted_estimator_and_feature_names_round_trip(tmp_path):
+    pd = pytest.importorskip("pandas")
+    unfitted = KSparseAutoencoder(64, k=8, random_state=np.random.RandomState(3))
+    skae.save(unfitted, tmp_path / "unfitted.skae")
+    assert_same_state(unfitted, skae.load(tmp_path / "unfitted.skae"))
+    frame = pd.DataFrame(np.random.RandomState(0).randn(50, 3), columns=["a", "b", "c"])
+    fitted = KSparseAutoencoder(8, k=2, max_iter=2, random_state=0).fit(frame)
+    skae.save(fitted, tmp_path / "named.skae")
+    loaded = skae.load(tmp_path / "named.skae")
+    assert list(loaded.feature_names_in_) == ["a", "b", "c"]
+    assert list(loaded.get_feature_names_out()) == list(fitted.get_feature_names_out())
+
+
+def test_the_file_is_plain_safetensors_with_json_metadata(fitted, tmp_path):
+    from safetensors import safe_open
+
+    path = tmp_path / "model.skae"
+    skae.save(fitted, path)
+    with safe_open(str(path), framework="numpy") as file:
+        metadata = file.metadata()
+        atoms = file.get_tensor("module.tensors.W_dec")
+    assert metadata["format"] == "skae.estimator" and metadata["format_version"] == "1"
+    assert metadata["estimator_class"] == "KSparseAutoencoder"
+    assert json.loads(metadata["estimator"])["__record__"] == "StoredEstimator"
+    np.testing.assert_array_equal(atoms, fitted.module_.W_dec.detach().numpy())
+
+
+FIXTURES = sorted(Path(__file__).parent.glob("data/format1-*.skae"))
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
+def test_files_of_format_1_still_load_and_give_the_same_outputs(path):
+    # Frozen files written by skae 0.1.0.dev0 (tests/data/make_format_fixtures.py).
+    expected = np.load(path.with_suffix(".npz"))
+    loaded = skae.load(path)
+    X = expected["X"]
+    np.testing.assert_allclose(loaded.score_samples(X), expected["score_samples"])
+    if "transform" in expected:
+        np.testing.assert_allclose(loaded.transform(X), expected["transform"])
+
+
+def test_there_is_a_fixture_for_every_estimator():
+    named = {_metadata(p)["estimator_class"] for p in FIXTURES}
+    assert named == set(skae._persistence.ESTIMATORS)
+
+
+def _metadata(path):
+    from skae._engine.serialize import read_file
+
+    return read_file(path)[1]
+
+
+def test_a_model_saved_for_cuda_loads_and_predicts_without_it(
+    fitted, tmp_path, monkeypatch
+):
+    on_gpu = copy.deepcopy(fitted).set_params(device="cuda")
+    skae.save(on_gpu, tmp_path / "gpu.skae")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    loaded = skae.load(tmp_path / "gpu.skae")
+    X = np.random.RandomState(1).randn(20, fitted.n_features_in_)
+    with pytest.warns(RuntimeWarning, match="using the CPU instead"):
+        np.testing.assert_array_equal(loaded.transform(X), fitted.transform(X))
+
+
+class _Payload:
+    """Unpickling this touches ``marker``: proof that a load ran code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+@pytest.mark.parametrize("name", ["model.joblib", "model.skae", "model.pkl"])
+def test_load_never_unpickles(tmp_path, name):
+    path, marker = tmp_path / name, tmp_path / "code-ran"
+    joblib.dump(_Payload(marker), path)
+    with pytest.raises(ValueError, match="not a skae model file"):
+        skae.load(path)
+    assert not marker.exists()
+
+
+def forge(path, tree, **metadata):
+    from skae._engine.serialize import write_file
+
+    base = {"format": "skae.estimator", "format_version": "1"}
+    write_file(path, {}, base | metadata | {"estimator": json.dumps(tree)})
+
+
+@pytest.mark.parametrize(
+    ("tree", "message"),
+    [
+        (
+            {
+                "__record__": "StoredEstimator",
+                "fields": {"name": "system", "state": {}, "module": None},
+            },
+            "unknown estimator, 'system'",
+        ),
+        ({"__record__": "Popen", "fields": {}}, "unknown stored type 'Popen'"),
+        ({"name": "KSparseAutoencoder"}, "holds no estimator"),
+    ],
+)
+def test_a_forged_file_builds_nothing_but_skae_estimators(tmp_path, tree, message):
+    forge(tmp_path / "forged.skae", tree)
+    with pytest.raises(ValueError, match=message):
+        skae.load(tmp_path / "forged.skae")
+
+
+def test_a_file_cannot_replace_a_modules_methods(fitted, tmp_path):
+    from skae._engine.serialize import read_file, write_file
+
+    path = tmp_path / "model.skae"
+    skae.save(fitted, path)
+    tensors, metadata = read_file(path)
+    tree = json.loads(metadata["estimator"])
+    tree["fields"]["module"]["attributes"][""]["encode"] = "not a method"
+    write_file(path, tensors, metadata | {"estimator": json.dumps(tree)})
+    with pytest.raises(ValueError, match="attribute 'encode' cannot be set"):
+        skae.load(path)
+
+
+def test_a_file_from_a_newer_format_asks_for_an_upgrade(tmp_path):
+    forge(tmp_path / "new.skae", {}, format_version="2", skae_version="9.0")
+    with pytest.raises(ValueError, match=r"skae 9\.0 in model format 2.*upgrade skae"):
+        skae.load(tmp_path / "new.skae")
+
+
+def test_save_replaces_a_model_file_but_never_another_file(fitted, tmp_path):
+    data = tmp_path / "X.npy"
+    np.save(data, np.ones((3, 3)))
+    before = data.read_bytes()
+    with pytest.raises(FileExistsError, match="not a skae model file"):
+        skae.save(fitted, data)
+    assert data.read_bytes() == before
+    model_file = tmp_path / "model.skae"
+    skae.save(KSparseAutoencoder(4, k=1), model_file)
+    skae.save(fitted, model_file)
+    assert skae.load(model_file).n_iter_ == fitted.n_iter_
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["X.npy", "model.skae"]
+
+
+def test_save_refuses_what_it_cannot_store_without_pickle(tmp_path):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    class Custom(KSparseAutoencoder):
+        pass
+
+    detector = SparseAutoencoderOutlierDetector(
+        make_pipeline(StandardScaler(), KSparseAutoencoder(4, k=1))
+    )
+    for estimator, name in [
+        (make_pipeline(KSparseAutoencoder(4, k=1)), "Pipeline"),
+        (Custom(4, k=1), "Custom"),
+        (detector, "Pipeline"),
+    ]:
+        with pytest.raises(TypeError, match=f"not a {name}.*joblib"):
+            skae.save(estimator, tmp_path / "model.skae")
+    assert list(tmp_path.iterdir()) == []

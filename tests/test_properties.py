@@ -34,7 +34,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from hypothesis import HealthCheck, event, given, note, settings
+from hypothesis import event, given, note
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from sklearn.exceptions import ConvergenceWarning
@@ -62,22 +62,8 @@ except ImportError:  # not on Windows: calls run without a memory limit
 
 # ---------------------------------------------------------------- settings
 
-settings.register_profile(
-    "ci",
-    max_examples=40,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    print_blob=True,
-    suppress_health_check=[
-        HealthCheck.too_slow,
-        HealthCheck.data_too_large,
-        HealthCheck.filter_too_much,
-    ],
-)
-# A profile chosen with --hypothesis-profile wins over this file's default.
-if settings.get_current_profile_name() == "default":
-    settings.load_profile("ci")
+# The "ci" settings profile (bounded, derandomized) is registered and loaded
+# in conftest.py; --hypothesis-profile chooses another.
 
 # The tiny models below run out of epochs by design.
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -222,6 +208,7 @@ class OddInput:
         return getattr(sp, container)(a)
 
     def shape_label(self, width: int | None) -> str:
+        """The shape's class, ``width`` being the number of columns expected."""
         if self.array.ndim != 2:
             return f"{self.array.ndim}-D"
         n_rows, n_cols = self.array.shape
@@ -236,7 +223,7 @@ class OddInput:
     def problems(self, width: int | None) -> set[str]:
         """What is wrong with this input, as keys of PROBLEM_WORDS."""
         found = set()
-        if self.array.dtype.kind not in "biuf" or self.dtype == "object with a string":
+        if self.array.dtype.kind not in "biuf":  # even objects that hold numbers
             found.add("dtype")
         if self.shape_label(width) not in ("2-D", "1 row"):
             found.add("shape")
@@ -386,6 +373,8 @@ def memory_limit(headroom: int = MEMORY_HEADROOM):
 
 @dataclass
 class Outcome:
+    """What a call returned, or what it raised."""
+
     result: object = None
     error: Exception | None = None
 
@@ -404,6 +393,7 @@ def guarded(call) -> Outcome:
 
 
 def call_method(model, method: str, X):
+    """``model.method(X)``; a refit continues the fitted model (warm start)."""
     if method == "fit" and hasattr(model, "warm_start"):
         model.set_params(warm_start=True)
     return getattr(model, method)(X)
@@ -608,6 +598,7 @@ def same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 def assert_same_state(state: dict, before: dict, where: str = "") -> None:
+    """``state`` (from :func:`model_state`) equals ``before`` exactly."""
     assert state.keys() == before.keys(), f"{where} attributes changed"
     for name, value in state.items():
         old, place = before[name], f"{where}{name}"
@@ -648,6 +639,8 @@ def record(method: str, odd: OddInput, width: int | None, outcome: Outcome) -> N
 
 @pytest.fixture(scope="module")
 def memmap_dir(tmp_path_factory):
+    """The folder for every example's memmaps: module-scoped, because the
+    examples of one test would share a function-scoped folder unawares."""
     return tmp_path_factory.mktemp("memmaps")
 
 

@@ -105,6 +105,11 @@ def test_layer_weights_scale_each_layers_penalty(digits):
             {"sparsity": "topk", "k": [4, 13]},
             "k=13 for layer 1 must be at most its width 12",
         ),
+        # The values of the rules not in use are checked too.
+        ({"sparsity": "kl", "k": [1, 2, 3]}, "k has 3 values but"),
+        ({"sparsity": "kl", "alpha": [0.1, -1.0]}, "every value of alpha must be"),
+        ({"sparsity": "topk", "sparsity_target": [0.5, 1.5]}, "sparsity_target must"),
+        ({"sparsity": "l1", "k": [1, 0]}, "every value of k must be"),
         ({"hidden_layer_sizes": (8, 0)}, "hidden_layer_sizes must be a non-empty"),
         ({"hidden_layer_sizes": ()}, "hidden_layer_sizes must be a non-empty"),
         ({"pretrain": False, "fine_tune": False}, "would train nothing"),

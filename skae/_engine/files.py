@@ -77,6 +77,9 @@ def atomic_output(path: str | os.PathLike) -> Iterator[BinaryIO]:
         suffix=".tmp",
     )
     try:
+        # mkstemp makes the file private (0600); give it the mode any new
+        # file gets here, or that of the file it replaces.
+        os.fchmod(fd, _mode_for(path))
         with os.fdopen(fd, "w+b") as file:
             yield file
             file.flush()
@@ -88,6 +91,24 @@ def atomic_output(path: str | os.PathLike) -> Iterator[BinaryIO]:
         raise
     remove_stale_temporaries(path)
     _sync_folder(path.parent)
+
+
+def _mode_for(path: Path) -> int:
+    """The permissions ``path`` has, or a new file would get from the umask."""
+    with contextlib.suppress(OSError):
+        return stat.S_IMODE(os.stat(path).st_mode)
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status") as status:  # read without changing it
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)  # elsewhere: set and restore
+    os.umask(mask)
+    return mask
 
 
 def _sync_folder(folder: Path) -> None:

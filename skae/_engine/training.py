@@ -266,9 +266,10 @@ def all_latents_dead(n_components: int, history: History) -> TrainingDivergedErr
     return TrainingDivergedError(
         f"Training collapsed: every one of the {n_components} latents is dead "
         f"(100% never fire on the training rows; last loss {last}), so the model "
-        "only reconstructs the mean. The learning rate or the sparsity penalty "
-        "is probably too high: lower learning_rate or the penalty's weight, or "
-        "standardize X (for example with sklearn.preprocessing.StandardScaler)."
+        "only reconstructs the mean. The learning rate or the sparsity is "
+        "probably too strong for this data, or training too short: lower "
+        "learning_rate, weaken the sparsity, train longer, or standardize X "
+        "(for example with sklearn.preprocessing.StandardScaler)."
     )
 
 
