@@ -944,9 +944,10 @@ class BaseSparseAutoencoder(
             limit = TRAINING_MAGNITUDE_LIMIT
             why = "train on: it trains in float32, where the squared gradients"
         else:
-            dtype = str(self._inference_dtype(X.dtype)).removeprefix("torch.")
-            limit = _inference_limit(self._inference_dtype(X.dtype), X.shape[1])
-            why = f"compute with: in {dtype}, the squared errors"
+            dtype = self._inference_dtype(X.dtype)
+            limit = _inference_limit(dtype, X.shape[1])
+            name = str(dtype).removeprefix("torch.")
+            why = f"compute with: in {name}, the squared errors"
         if largest > limit:
             raise ValueError(
                 f"Input X holds values up to {largest:.3g} in magnitude, beyond the "
@@ -1039,10 +1040,11 @@ def _check_finite(results: np.ndarray, what: str, dtype) -> None:
     """Refuse to return overflowed results: inputs too large for the model's
     weights in the precision they are computed in."""
     if not np.isfinite(results).all():
+        name = np.dtype(dtype).name
+        advice = "" if name == "float64" else ", or pass float64 input"
         raise ValueError(
-            f"The {what} overflow {np.dtype(dtype).name}: the input is too large "
-            "in magnitude for this model. Scale it as the training data were, "
-            "or pass float64 input."
+            f"The {what} overflow {name}: the input is too large in magnitude "
+            f"for this model. Scale it as the training data were{advice}."
         )
 
 
