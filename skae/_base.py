@@ -100,8 +100,12 @@ def _varies(sums: tuple) -> bool:
     return squares - float(col_sum @ col_sum) / n > 1e-6 * squares
 
 
-def _gigabytes(n_bytes: float) -> str:
-    return f"{n_bytes / 1e9:.3g} GB"
+def _size(n_bytes: float) -> str:
+    """``n_bytes`` for a person: 3.2 GB, 1.04 TB, 40 kB."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.3g} {unit}"
+    return f"{n_bytes:.0f} bytes"
 
 
 def _difference(key: str, saved, now) -> str:
@@ -508,14 +512,15 @@ class BaseSparseAutoencoder(
         weights, batch = 16 * n_params, 4 * n_batch
         if weights + batch <= available:
             return
-        sizes = ", ".join(f"{k}={v!r}" for k, v in self._size_parameters().items())
+        sizes = self._size_parameters()
+        shown = ", ".join(f"{k}={v!r}" for k, v in sizes.items())
+        lower = list(sizes) if weights > batch else [*sizes, "batch_size"]
         raise ValueError(
-            f"{type(self).__name__}({sizes}, batch_size={self.batch_size}) needs at "
-            f"least {_gigabytes(weights + batch)} of memory to train on {device} "
-            f"({_gigabytes(weights)} for the weights, their gradients and Adam's "
-            f"moments; {_gigabytes(batch)} for one batch's codes), but "
-            f"{_gigabytes(available)} is available. Lower "
-            f"{' or '.join(self._size_parameters())} or batch_size."
+            f"{type(self).__name__}({shown}, batch_size={self.batch_size}) needs at "
+            f"least {_size(weights + batch)} of memory to train on {device} "
+            f"({_size(weights)} for the weights, their gradients and Adam's "
+            f"moments; {_size(batch)} for one batch's codes), but "
+            f"{_size(available)} is available. Lower {' or '.join(lower)}."
         )
 
     def _parameter_count(self, n_features: int) -> int:
@@ -914,9 +919,10 @@ class BaseSparseAutoencoder(
         """
         X = _without_dates(X)
         if len(getattr(X, "shape", ())) == 2 and X.shape[1] == 0:
+            # scikit-learn's words, which a frame with no columns never reaches.
             raise ValueError(
-                f"X has 0 features (shape {tuple(X.shape)}); "
-                f"{type(self).__name__} needs at least one column."
+                f"Found array with 0 feature(s) (shape={tuple(X.shape)}) while a "
+                f"minimum of 1 is required by {type(self).__name__}."
             )
         if isinstance(X, np.memmap) and X.ndim == 2:
             validate_data(self, X[:1], reset=reset, dtype=None, ensure_all_finite=False)
