@@ -185,9 +185,16 @@ class BaseSparseAutoencoder(
     ) -> torch.nn.Module:
         """The untrained torch module for data with ``n_features`` columns."""
 
+    def _empty_module(self, n_features: int) -> torch.nn.Module:
+        """A module of the shape these parameters give for ``n_features``
+        inputs, on the meta device, for saved weights to fill: building it
+        allocates nothing, whatever size a file claims."""
+        with torch.device("meta"):
+            return self._module_skeleton(n_features)
+
     def _module_skeleton(self, n_features: int) -> torch.nn.Module:
         """A module of the shape these parameters give for ``n_features``
-        inputs, for saved weights to fill (its own weights are arbitrary)."""
+        inputs (its weights are arbitrary)."""
         return self._make_module(n_features, torch.zeros(n_features), torch.Generator())
 
     def _reject_booleans(self) -> None:
@@ -359,7 +366,7 @@ class BaseSparseAutoencoder(
                 self._update_module(module)
                 start_state = snapshot(module)
             elif resumed is not None:
-                skeleton = self._module_skeleton(source.n_features)
+                skeleton = self._empty_module(source.n_features)
                 module = restore_module(skeleton, resumed.module).to(device)
                 self._update_module(module)
                 rng = resumed.rng
@@ -416,6 +423,7 @@ class BaseSparseAutoencoder(
                     if checkpoints
                     else None,
                     step_interval=self._checkpoint_steps(len(train_rows)),
+                    probe=self._probe(source, train_rows, device),
                 )
                 release_parallel()
                 if history.interrupted:
@@ -431,10 +439,11 @@ class BaseSparseAutoencoder(
                     error, data = self._measure(module, source, train_rows, activity)
                 activity = sum_across(activity)
                 n_rows = int(sum_across(activity.new_tensor(len(train_rows))))
-                if not bool(activity.any()) and _varies(
-                    data or _sums(source, train_rows)
-                ):
-                    raise all_latents_dead(module.n_components, history)
+                # A partial_fit pass over less than a batch says too little.
+                enough = not single_pass or n_rows >= self.batch_size
+                if enough and not bool(activity.any()):
+                    if _varies(data or _sums(source, train_rows)):
+                        raise all_latents_dead(module.n_components, history)
             except BaseException:
                 # A failed call leaves a continued model exactly as it was.
                 if incremental:
@@ -452,6 +461,12 @@ class BaseSparseAutoencoder(
             total = squares - float(col_sum @ col_sum) / n
             score = 1.0 - error / total if total > 0 else float(error == 0.0)
         return _Outcome(history, rule.max_epochs, score)
+
+    def _probe(self, source, rows, device) -> torch.Tensor:
+        """The first batch of ``rows`` in order: the fixed rows whose loss,
+        before training and after every epoch, tells divergence from noise."""
+        chunks = rows.ordered(source.chunk_rows(self.batch_size))
+        return next(iter_batches(source, chunks, self.batch_size, device))
 
     def _checkpoint_steps(self, n_rows: int) -> int:
         """Steps between mid-epoch checkpoints: a fractional interval saves
@@ -508,7 +523,7 @@ class BaseSparseAutoencoder(
             return
         n_params = 0 if incremental else self._parameter_count(source.n_features)
         batch_rows = min(self.batch_size, source.n_rows)
-        n_batch = self._activation_count(batch_rows, source.n_features)
+        n_batch = self._activation_count(batch_rows, source.n_features, device)
         weights, batch = 16 * n_params, 4 * n_batch
         if weights + batch <= available:
             return
@@ -528,9 +543,9 @@ class BaseSparseAutoencoder(
         width = self._width()
         return 2 * width * n_features + width + n_features
 
-    def _activation_count(self, n_rows: int, n_features: int) -> int:
-        """Floats one training batch of ``n_rows`` holds at least: its
-        pre-activations and codes."""
+    def _activation_count(self, n_rows: int, n_features: int, device) -> int:
+        """Floats one training batch of ``n_rows`` holds at least on
+        ``device``: its pre-activations and codes."""
         return 2 * n_rows * self._width()
 
     def _size_parameters(self) -> dict:
@@ -769,8 +784,7 @@ class BaseSparseAutoencoder(
         if sp.issparse(codes) and hasattr(self.module_, "decode_sparse"):
             decoded = self._decode_sparse(codes)
         else:
-            decode = lambda m, z: m.decode(z)  # noqa: E731
-            decoded = self._map_batches(codes, decode, self.n_features_in_)
+            decoded = self._map_batches(codes, _decode, self.n_features_in_)
         _check_finite(decoded, "reconstructions", codes.dtype)
         return decoded
 
@@ -947,7 +961,7 @@ class BaseSparseAutoencoder(
                 "for example with sklearn.impute.SimpleImputer."
             )
         if for_training:
-            limit = TRAINING_MAGNITUDE_LIMIT
+            limit = self._training_magnitude_limit()
             why = "train on: it trains in float32, where the squared gradients"
         else:
             dtype = self._inference_dtype(X.dtype)
@@ -962,6 +976,10 @@ class BaseSparseAutoencoder(
                 "sklearn.preprocessing.StandardScaler."
             )
         return X
+
+    def _training_magnitude_limit(self) -> float:
+        """Largest magnitude of training data; see TRAINING_MAGNITUDE_LIMIT."""
+        return TRAINING_MAGNITUDE_LIMIT
 
     def _inference_dtype(self, dtype) -> torch.dtype:
         """The dtype inference computes in for data of ``dtype``.
@@ -1040,6 +1058,10 @@ def _items(value):
             yield from _items(item)
     else:
         yield value
+
+
+def _decode(module: torch.nn.Module, codes: torch.Tensor) -> torch.Tensor:
+    return module.decode(codes)
 
 
 def _check_finite(results: np.ndarray, what: str, dtype) -> None:

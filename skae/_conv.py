@@ -257,7 +257,7 @@ class ConvSparseAutoencoder(BaseSparseAutoencoder):
         kernel = self.kernel_size**2
         return 2 * self.n_components * channels * kernel + self.n_components + channels
 
-    def _activation_count(self, n_rows: int, n_features: int) -> int:
+    def _activation_count(self, n_rows: int, n_features: int, device) -> int:
         _, _, channels = self._resolve_image_shape(n_features)
         return 2 * n_rows * self.n_components * (n_features // channels)
 

@@ -292,13 +292,20 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
             blocks = [_csr_codes(module, x, dtype) for x in batches]
         return sp.vstack(blocks, format="csr")
 
-    def _activation_count(self, n_rows: int, n_features: int) -> int:
-        if self.encoder == "linear":
+    def _activation_count(self, n_rows: int, n_features: int, device) -> int:
+        if self.encoder == "linear" and device.type == "cpu":
             # On the CPU the linear encoder selects a chunk of rows at a
             # time: only (batch, k) values outlive it. A GPU holds the whole
-            # (batch, n_components) product; this bound leaves that to torch.
+            # (batch, n_components) product.
             return 2 * n_rows * self.k
-        return super()._activation_count(n_rows, n_features)
+        return super()._activation_count(n_rows, n_features, device)
+
+    def _training_magnitude_limit(self) -> float:
+        if self.normalize_input:
+            # The module scales rows to a mean squared norm of n_features
+            # before any square is taken: only float32's range binds.
+            return float(np.finfo(np.float32).max) / 10
+        return super()._training_magnitude_limit()
 
     def _aux_k(self, n_features: int) -> int:
         if self.aux_k == "auto":

@@ -18,6 +18,7 @@ from ._engine.serialize import (
     is_safetensors,
     module_state,
     read_file,
+    read_metadata,
     restore_module,
     storable,
     write_file,
@@ -170,20 +171,21 @@ def load(path: str | os.PathLike) -> BaseEstimator:
             )
         stored = decode(json.loads(metadata["estimator"]), tensors)
         return _rebuilt(stored)
-    except (FileFormatError, KeyError, TypeError, json.JSONDecodeError) as exc:
-        raise ValueError(
-            f"{str(path)!r} is not a skae model file that loads: {exc}"
-        ) from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        reason = str(exc)
+    except (RecursionError, RuntimeError) as exc:  # nesting, values torch refuses
+        reason = type(exc).__name__
+    raise ValueError(f"{str(path)!r} is not a skae model file that loads: {reason}")
 
 
 def _is_model_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a file :func:`save` wrote (only its header is read)."""
     if not is_safetensors(path):
         return False
     try:
-        _, metadata = read_file(path)
+        return read_metadata(path).get("format") == FORMAT
     except FileFormatError:
         return False
-    return metadata.get("format") == FORMAT
 
 
 def _version() -> str:
@@ -217,12 +219,13 @@ def _rebuilt(stored: StoredEstimator) -> BaseEstimator:
     if cls is None:
         raise FileFormatError(f"it names an unknown estimator, {stored.name!r}")
     estimator = cls()
-    vars(estimator).update(
-        {
-            key: _rebuilt(value) if isinstance(value, StoredEstimator) else value
-            for key, value in stored.state.items()
-        }
-    )
+    if not isinstance(stored.state, dict):
+        raise FileFormatError("its estimator's state is not a table")
+    for key, value in stored.state.items():
+        _check_estimator_attribute(estimator, key)
+        vars(estimator)[key] = (
+            _rebuilt(value) if isinstance(value, StoredEstimator) else value
+        )
     if stored.module is not None:
         if not isinstance(estimator, BaseSparseAutoencoder):
             raise FileFormatError(f"a {stored.name} has no torch module")
@@ -230,10 +233,32 @@ def _rebuilt(stored: StoredEstimator) -> BaseEstimator:
     return estimator
 
 
+#: The private attributes of a fitted estimator; the rest are parameters and
+#: fitted attributes (named with a trailing underscore).
+_PRIVATE_STATE = {
+    "_optimizer_state",
+    "_random_state",
+    "_fitted_architecture",
+    "_sklearn_output_config",
+}
+
+
+def _check_estimator_attribute(estimator: BaseEstimator, key: str) -> None:
+    """Refuse a stored attribute that is neither a parameter, nor a fitted
+    attribute, nor known private state, or that would hide a method."""
+    known = (
+        key in estimator.get_params(deep=False)
+        or key in _PRIVATE_STATE
+        or (key.endswith("_") and not key.startswith("_") and key != "module_")
+    )
+    if not known or callable(getattr(type(estimator), key, None)):
+        raise FileFormatError(f"the estimator's attribute {key!r} cannot be set")
+
+
 def _skeleton(estimator: BaseSparseAutoencoder) -> torch.nn.Module:
-    """An empty module of the fitted model's shape."""
+    """An empty module (on the meta device) of the fitted model's shape."""
     try:
         shaped = clone(estimator).set_params(**estimator._fitted_architecture)
-        return shaped._module_skeleton(estimator.n_features_in_)
+        return shaped._empty_module(estimator.n_features_in_)
     except (AttributeError, KeyError, TypeError, ValueError) as exc:
         raise FileFormatError(f"its model cannot be rebuilt ({exc})") from None

@@ -300,7 +300,7 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
         sizes = [n_features, *self._sizes()]
         return sum(2 * a * b + a + b for a, b in pairwise(sizes))
 
-    def _activation_count(self, n_rows: int, n_features: int) -> int:
+    def _activation_count(self, n_rows: int, n_features: int, device) -> int:
         return 2 * n_rows * sum(self._sizes())
 
     def _size_parameters(self) -> dict:
@@ -379,6 +379,7 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
             StoppingRule(self.max_iter, self.tol, self.n_iter_no_change),
             verbose=self.verbose,
             description=f"{type(self).__name__} layer {i + 1}",
+            probe=self._probe(source, rows, device),
         )
         if history.interrupted:
             # The stack is not whole yet: there is no model to keep.

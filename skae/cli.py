@@ -403,7 +403,12 @@ def _load_model(path: str, allow_pickle: bool):
             "code it holds)"
         )
     if not isinstance(model, BaseSparseAutoencoder):
-        raise CommandError(f"{path} holds a {type(model).__name__}, not a skae model")
+        raise CommandError(
+            f"{path} holds a {type(model).__name__}, not one of skae's "
+            "autoencoders (KSparseAutoencoder, ...)"
+        )
+    if not hasattr(model, "module_"):
+        raise CommandError(f"{path} holds an unfitted {type(model).__name__}")
     return model
 
 

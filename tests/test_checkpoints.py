@@ -415,7 +415,7 @@ def test_a_planted_link_is_never_followed(sparse_data, tmp_path):
     victim.write_text("precious")
     path = tmp_path / "run.ckpt"
     # The fixed temporary name of earlier versions, and names like today's.
-    for name in ["run.ckpt.partial", f".run.ckpt.skae-tmp-{os.getpid()}-x.tmp"]:
+    for name in ["run.ckpt.partial", f"{_prefix('run.ckpt')}{os.getpid()}-x.tmp"]:
         (tmp_path / name).symlink_to(victim)
     model(path, max_iter=2).fit(sparse_data)
     assert victim.read_text() == "precious"
@@ -433,15 +433,68 @@ def test_temporaries_of_dead_writers_are_removed_and_live_ones_kept(tmp_path):
 
     path = tmp_path / "run.ckpt"
     dead_pid = _dead_pid()
-    dead = tmp_path / f".run.ckpt.skae-tmp-{dead_pid}-abc.tmp"
-    live = tmp_path / f".run.ckpt.skae-tmp-{os.getppid()}-def.tmp"
-    other = tmp_path / f".other.skae-tmp-{dead_pid}-ghi.tmp"
-    for file in (dead, live, other):
+    dead = tmp_path / f"{_prefix('run.ckpt')}{dead_pid}-abc.tmp"
+    live = tmp_path / f"{_prefix('run.ckpt')}{os.getppid()}-def.tmp"
+    other = tmp_path / f"{_prefix('other')}{dead_pid}-ghi.tmp"
+    # On a shared file system, another host's process ids mean nothing here.
+    elsewhere = tmp_path / f".run.ckpt.skae-tmp-otherhost-{dead_pid}-jkl.tmp"
+    for file in (dead, live, other, elsewhere):
         file.write_bytes(b"half")
     with atomic_output(path) as file:
         file.write(b"whole")
     assert path.read_bytes() == b"whole"
-    assert not dead.exists() and live.exists() and other.exists()
+    assert not dead.exists()
+    assert live.exists() and other.exists() and elsewhere.exists()
+
+
+def _prefix(name: str) -> str:
+    from skae._engine.files import _temporary_prefix
+
+    return _temporary_prefix(Path(name))
+
+
+def test_a_new_file_takes_the_umask_or_the_replaced_files_mode_never_a_links(
+    tmp_path,
+):
+    from skae._engine.files import atomic_output
+
+    target = tmp_path / "target"
+    target.write_bytes(b"x")
+    target.chmod(0o6777)
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    with atomic_output(link) as file:
+        file.write(b"new")
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert (link.stat().st_mode & 0o7777) == 0o666 & ~umask
+    assert not link.is_symlink() and target.read_bytes() == b"x"
+    kept = tmp_path / "kept"
+    kept.write_bytes(b"x")
+    kept.chmod(0o640)
+    with atomic_output(kept) as file:
+        file.write(b"new")
+    assert (kept.stat().st_mode & 0o7777) == 0o640
+
+
+def test_a_named_pipe_at_the_checkpoint_path_is_refused_not_waited_on(
+    sparse_data, tmp_path
+):
+    fifo = tmp_path / "run.ckpt"
+    os.mkfifo(fifo)
+    # A regression would block in open(): fail then, do not hang.
+    previous = signal.signal(signal.SIGALRM, _blocked)
+    signal.alarm(60)
+    try:
+        with pytest.raises(ValueError, match="not a regular file"):
+            model(fifo).fit(sparse_data)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _blocked(signum, frame):
+    raise TimeoutError("blocked reading a named pipe")
 
 
 def _dead_pid() -> int:
@@ -490,7 +543,7 @@ def test_sigkill_while_writing_leaves_the_last_whole_checkpoint(tmp_path):
     assert killed.returncode == -signal.SIGKILL
     # The kill came in the middle of the second checkpoint: the first is whole.
     assert load_checkpoint(path).loop.history.n_epochs == 1
-    leftovers = list(tmp_path.glob(".run.ckpt.skae-tmp-*.tmp"))
+    leftovers = list(tmp_path.glob(f"{_prefix('run.ckpt')}*.tmp"))
     assert len(leftovers) == 1
     # The next run resumes, and its first write clears the dead writer's file.
     with pytest.warns(UserWarning, match="1 epoch"):

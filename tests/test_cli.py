@@ -463,3 +463,13 @@ def test_ctrl_c_during_transform_leaves_no_codes_file(model_file, monkeypatch):
     assert len(calls) == 2
     assert codes.read_bytes() == b"previous codes"
     assert folder_listing(tmp) == before
+
+
+def test_info_names_what_it_cannot_describe(tmp_path, capsys):
+    unfitted, detector = tmp_path / "unfitted.skae", tmp_path / "detector.skae"
+    skae.save(KSparseAutoencoder(8, k=2), unfitted)
+    skae.save(skae.SparseAutoencoderOutlierDetector(), detector)
+    assert main(["info", str(unfitted)]) == 1
+    assert "holds an unfitted KSparseAutoencoder" in one_line_error(capsys)
+    assert main(["info", str(detector)]) == 1
+    assert "not one of skae's autoencoders" in one_line_error(capsys)

@@ -2,6 +2,7 @@
 
 import copy
 import json
+import os
 import pickle
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 from sklearn.base import clone
 
 import skae
+import skae._engine.serialize
 import skae._persistence
 from skae import (
     ConvSparseAutoencoder,
@@ -323,3 +325,70 @@ def test_save_refuses_what_it_cannot_store_without_pickle(tmp_path):
         with pytest.raises(TypeError, match=f"not a {name}.*joblib"):
             skae.save(estimator, tmp_path / "model.skae")
     assert list(tmp_path.iterdir()) == []
+
+
+def _forge_state(path, fitted, edit):
+    """Save ``fitted``, let ``edit`` change its JSON tree, write it back."""
+    from skae._engine.serialize import read_file, write_file
+
+    skae.save(fitted, path)
+    tensors, metadata = read_file(path)
+    tree = json.loads(metadata["estimator"])
+    edit(tree)
+    write_file(path, tensors, metadata | {"estimator": json.dumps(tree)})
+
+
+def test_a_file_claiming_a_huge_model_allocates_nothing(fitted, tmp_path):
+    # 1e5 x 1e5 weights would take 80 GB: the model is built on the meta
+    # device, and the stored weights' shapes are checked before any memory.
+    def huge(tree):
+        state = tree["fields"]["state"]
+        state["n_features_in_"] = state["n_components"] = 100_000
+        state["_fitted_architecture"]["n_components"] = 100_000
+
+    _forge_state(tmp_path / "huge.skae", fitted, huge)
+    with pytest.raises(ValueError, match="weights do not fit the model"):
+        skae.load(tmp_path / "huge.skae")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda t: t["fields"]["state"].update(transform=1), "'transform' cannot be"),
+        (lambda t: t["fields"]["state"].update(_secret=1), "'_secret' cannot be set"),
+        (lambda t: t["fields"].update(state=[1, 2]), "state is not a table"),
+        (lambda t: t["fields"]["state"].update(device={"__device__": "x"}), "Runtime"),
+    ],
+)
+def test_a_file_sets_only_parameters_and_fitted_attributes(
+    fitted, tmp_path, edit, message
+):
+    _forge_state(tmp_path / "forged.skae", fitted, edit)
+    with pytest.raises(ValueError, match=message):
+        skae.load(tmp_path / "forged.skae")
+
+
+def test_deeply_nested_json_is_a_clear_error(tmp_path):
+    from skae._engine.serialize import write_file
+
+    deep = "[" * 50_000 + "]" * 50_000
+    metadata = {"format": "skae.estimator", "format_version": "1", "estimator": deep}
+    write_file(tmp_path / "deep.skae", {}, metadata)
+    with pytest.raises(ValueError, match="not a skae model file that loads"):
+        skae.load(tmp_path / "deep.skae")
+
+
+def test_a_header_too_large_to_read_back_is_refused_before_writing(
+    fitted, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(skae._engine.serialize, "MAX_HEADER_BYTES", 1000)
+    with pytest.raises(ValueError, match="header would take"):
+        skae.save(fitted, tmp_path / "model.skae")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_loading_a_named_pipe_never_blocks(tmp_path):
+    fifo = tmp_path / "model.skae"
+    os.mkfifo(fifo)
+    with pytest.raises(ValueError, match="not a regular file"):
+        skae.load(fifo)

@@ -17,6 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .serialize import FileFormatError, decode, encode, read_file, write_file
+from .training import LoopState
 
 FORMAT = "skae.checkpoint"
 FORMAT_VERSION = 1
@@ -65,18 +66,40 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
                 f"it was written by a newer skae (checkpoint format {version}; "
                 f"this version reads up to {FORMAT_VERSION})"
             )
-        return Checkpoint(**decode(json.loads(metadata["checkpoint"]), tensors))
-    except (OSError, FileFormatError, KeyError, TypeError, ValueError) as exc:
+        checkpoint = Checkpoint(**decode(json.loads(metadata["checkpoint"]), tensors))
+        _check_types(checkpoint)
+        return checkpoint
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         reason = _old_format_reason(path) or str(exc)
-        raise ValueError(
-            f"checkpoint_path={str(path)!r} exists but is not a skae checkpoint "
-            f"({reason}); delete it or choose another path."
-        ) from None
+    except (RecursionError, RuntimeError) as exc:  # nesting, values torch refuses
+        reason = type(exc).__name__
+    raise ValueError(
+        f"checkpoint_path={str(path)!r} exists but is not a skae checkpoint "
+        f"({reason}); delete it or choose another path."
+    )
+
+
+def _check_types(checkpoint: Checkpoint) -> None:
+    """Refuse a checkpoint whose parts are not what a resume reads."""
+    module = checkpoint.module
+    expected = [
+        (isinstance(module, dict), "module"),
+        (isinstance(module.get("tensors"), dict), "module tensors"),
+        (isinstance(module.get("attributes"), dict), "module attributes"),
+        (isinstance(checkpoint.optimizer, dict), "optimizer"),
+        (isinstance(checkpoint.loop, LoopState), "loop"),
+        (isinstance(checkpoint.rng, np.random.RandomState), "rng"),
+        (isinstance(checkpoint.rows, tuple) and len(checkpoint.rows) == 2, "rows"),
+        (isinstance(checkpoint.fingerprint, dict), "fingerprint"),
+    ]
+    wrong = [name for ok, name in expected if not ok]
+    if wrong:
+        raise FileFormatError(f"its {', '.join(wrong)} are not as skae writes them")
 
 
 def _old_format_reason(path: str | os.PathLike) -> str | None:
     """Why a checkpoint of skae before 0.1 (a torch pickle) is refused."""
-    if zipfile.is_zipfile(path):
+    if os.path.isfile(path) and zipfile.is_zipfile(path):
         return (
             "it is a pickle, as skae wrote checkpoints before, and loading a "
             "pickle runs code from the file, so skae no longer reads them"

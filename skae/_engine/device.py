@@ -166,23 +166,42 @@ def _meminfo_available() -> int | None:
 
 
 def _cgroup_headroom() -> int | None:
-    """Limit minus usage of this process's memory cgroup (v2, else v1)."""
-    for limit_file, usage_file in (
-        ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+    """Limit minus usage of this process's memory cgroup (v2, else v1). The
+    usage counts the page cache, which the kernel reclaims before it runs
+    out: its inactive part (a file just read, say) is counted as free."""
+    for folder, limit_name, usage_name, cache_name in (
+        ("/sys/fs/cgroup", "memory.max", "memory.current", "inactive_file"),
         (
-            "/sys/fs/cgroup/memory/memory.limit_in_bytes",
-            "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+            "/sys/fs/cgroup/memory",
+            "memory.limit_in_bytes",
+            "memory.usage_in_bytes",
+            "total_inactive_file",
         ),
     ):
         try:
-            with open(limit_file) as limit, open(usage_file) as usage:
+            with open(f"{folder}/{limit_name}") as limit:
                 text = limit.read().strip()
-                if text == "max":
-                    return None
-                return max(0, int(text) - int(usage.read().strip()))
+            if text == "max":
+                return None
+            with open(f"{folder}/{usage_name}") as usage:
+                used = int(usage.read().strip())
+            return max(0, int(text) - used + _stat(f"{folder}/memory.stat", cache_name))
         except (OSError, ValueError):
             continue
     return None
+
+
+def _stat(path: str, name: str) -> int:
+    """The value of ``name`` in a cgroup's memory.stat, or 0."""
+    try:
+        with open(path) as stats:
+            for line in stats:
+                key, _, value = line.partition(" ")
+                if key == name:
+                    return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def _sysconf_available() -> int | None:

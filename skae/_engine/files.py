@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -20,7 +21,10 @@ from typing import BinaryIO
 
 
 def _temporary_prefix(path: Path) -> str:
-    return f".{path.name}.skae-tmp-"
+    """How this machine's temporaries for ``path`` start: on a shared file
+    system, the process ids of other hosts mean nothing here."""
+    host = "".join(c if c.isalnum() else "_" for c in socket.gethostname())
+    return f".{path.name}.skae-tmp-{host}-"
 
 
 def _writer_pid(name: str, prefix: str) -> int | None:
@@ -46,7 +50,7 @@ def _is_running(pid: int) -> bool:
 def remove_stale_temporaries(path: str | os.PathLike) -> None:
     """Delete temporaries for ``path`` left by writers no longer running.
 
-    Only regular files named like this machine's temporaries of ``path`` go;
+    Only regular files named like this host's temporaries of ``path`` go;
     a link is never followed, and a live writer's temporary is left alone.
     """
     path = Path(path)
@@ -94,9 +98,12 @@ def atomic_output(path: str | os.PathLike) -> Iterator[BinaryIO]:
 
 
 def _mode_for(path: Path) -> int:
-    """The permissions ``path`` has, or a new file would get from the umask."""
+    """The read and write permissions of the regular file ``path`` replaces,
+    or those a new file gets from the umask (never a link target's)."""
     with contextlib.suppress(OSError):
-        return stat.S_IMODE(os.stat(path).st_mode)
+        mode = os.lstat(path).st_mode
+        if stat.S_ISREG(mode):
+            return stat.S_IMODE(mode) & 0o666
     return 0o666 & ~_umask()
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import struct
 import sys
 from collections.abc import Callable
@@ -27,6 +28,9 @@ from torch import nn
 from .files import atomic_output
 
 _STORABLE: dict[str, type] = {}
+
+#: The largest header the safetensors library reads.
+MAX_HEADER_BYTES = 100_000_000
 
 # safetensors' names of torch's dtypes.
 _DTYPES = {
@@ -216,6 +220,12 @@ def write_file(
         offset += size
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)
+    if len(encoded) > MAX_HEADER_BYTES:  # safetensors would not read it back
+        raise ValueError(
+            f"the file's header would take {len(encoded) / 1e6:.0f} MB, more than "
+            f"the {MAX_HEADER_BYTES / 1e6:.0f} MB safetensors reads (very many "
+            "feature names?)"
+        )
     with atomic_output(path) as file:
         file.write(struct.pack("<Q", len(encoded)))
         file.write(encoded)
@@ -249,7 +259,10 @@ def read_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
 
 def _check_header(path: str | os.PathLike) -> None:
     """Fail with a plain message unless the file starts as safetensors does:
-    a little-endian header length, then a JSON object."""
+    a little-endian header length, then a JSON object. Only a regular file
+    is opened: reading a named pipe or a device could block or never end."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise FileFormatError("not a regular file")
     with open(path, "rb") as file:
         start = file.read(9)
     if len(start) < 9 or start[8:9] != b"{":
@@ -257,6 +270,18 @@ def _check_header(path: str | os.PathLike) -> None:
     (length,) = struct.unpack("<Q", start[:8])
     if length > os.path.getsize(path) - 8:
         raise FileFormatError("not a safetensors file (its header is cut short)")
+
+
+def read_metadata(path: str | os.PathLike) -> dict:
+    """The metadata of a safetensors file, without reading its tensors."""
+    from safetensors import SafetensorError, safe_open
+
+    _check_header(path)
+    try:
+        with safe_open(os.fspath(path), framework="pt", device="cpu") as file:
+            return file.metadata() or {}
+    except (SafetensorError, RuntimeError) as exc:
+        raise FileFormatError(f"damaged safetensors file ({exc})") from None
 
 
 def is_safetensors(path: str | os.PathLike) -> bool:
@@ -286,8 +311,9 @@ def module_state(module: nn.Module) -> dict:
 
 
 def restore_module(module: nn.Module, state: dict) -> nn.Module:
-    """Fill ``module``, built with the stored module's shape, with ``state``
-    from :func:`module_state`; raise FileFormatError if they do not fit."""
+    """Fill ``module``, built with the stored module's shape (on the meta
+    device, so that building it allocates nothing), with ``state`` from
+    :func:`module_state`; raise FileFormatError if they do not fit."""
     expected = module.state_dict()
     tensors = state["tensors"]
     wrong = [
@@ -299,6 +325,9 @@ def restore_module(module: nn.Module, state: dict) -> nn.Module:
     wrong += [f"{name}: not expected" for name in tensors if name not in expected]
     if wrong:
         raise FileFormatError(f"its weights do not fit the model ({'; '.join(wrong)})")
+    # Fresh memory, as a trained module has: a tensor read from the file may
+    # be aligned otherwise, and BLAS kernels sum in another order then.
+    module = module.to_empty(device="cpu")
     module.load_state_dict(tensors)
     for name, attributes in state["attributes"].items():
         try:

@@ -94,9 +94,10 @@ class LoopState:
 
     ``partial`` is the epoch in progress at the last mid-epoch save (None at
     an epoch's end); ``epoch_rng_state`` is set by the batch source as each
-    epoch begins, for ``partial`` to keep. ``start_loss`` is the loss of the
-    run's first step, the model as it started, which divergence is judged
-    against.
+    epoch begins, for ``partial`` to keep. ``start_loss`` and
+    ``lowest_probe`` are the loss of the run's probe batch for the model as
+    it started and the lowest after any epoch, which divergence is judged
+    against (:func:`check_divergence`).
     """
 
     history: History = field(default_factory=History)
@@ -106,6 +107,7 @@ class LoopState:
     partial: PartialEpoch | None = None
     epoch_rng_state: tuple | None = None
     start_loss: float = math.nan
+    lowest_probe: float = math.inf
 
 
 def adam(parameters: Iterable[Tensor], learning_rate: float) -> torch.optim.Adam:
@@ -142,9 +144,8 @@ def train_epoch(
     resume: PartialEpoch | None = None,
     step_interval: int = 0,
     on_steps: Callable[[int, Tensor, int], None] | None = None,
-) -> tuple[Tensor, Tensor]:
-    """One pass of minibatch steps; returns the row-weighted mean loss and the
-    loss of its first step, on the device.
+) -> Tensor:
+    """One pass of minibatch steps; returns the row-weighted mean loss on device.
 
     Nothing here waits on the device: the loss is accumulated as a tensor and
     read once per epoch by the caller. When ``activity`` is given, each
@@ -160,10 +161,8 @@ def train_epoch(
     steps = 0 if resume is None else resume.steps
     iterator = iter(batches)
     x = next(iterator, None)
-    first = None
     while x is not None:
         loss, codes = objective(module, x)
-        first = loss.detach() if first is None else first
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         core.before_step()
@@ -183,7 +182,7 @@ def train_epoch(
     # Every process reports the loss over all processes' rows, so that all
     # take the same stopping decisions.
     rows = total.new_tensor(float(n_rows))
-    return sum_across(total) / sum_across(rows), first
+    return sum_across(total) / sum_across(rows)
 
 
 @torch.no_grad()
@@ -229,17 +228,19 @@ def _diverged(what: str, optimizer: torch.optim.Optimizer) -> TrainingDivergedEr
     )
 
 
-def check_divergence(
-    loss: float,
-    state: LoopState,
-    module: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    epoch: int,
+@torch.no_grad()
+def probe_loss(module: nn.Module, probe: Tensor) -> float:
+    """The objective on the probe batch, summed over all processes."""
+    module.eval()
+    loss, _ = objective(module, probe)
+    return float(sum_across(loss.detach().double()))
+
+
+def check_finite(
+    loss: float, module: nn.Module, optimizer: torch.optim.Optimizer, epoch: int
 ) -> None:
-    """Raise :class:`TrainingDivergedError` if the epoch that ended with
-    ``loss`` diverged: its loss or the weights are not finite, or the loss is
-    :data:`DIVERGENCE_FACTOR` times the lowest seen (the run's start loss
-    included), and above the start loss."""
+    """Raise :class:`TrainingDivergedError` if the loss or the weights are
+    NaN or infinite."""
     if not math.isfinite(loss):
         raise _diverged(f"the loss became {loss} in epoch {epoch}", optimizer)
     if not is_finite(module):
@@ -248,16 +249,32 @@ def check_divergence(
             f"{loss:.4g})",
             optimizer,
         )
+
+
+def check_divergence(
+    probe: float, state: LoopState, optimizer: torch.optim.Optimizer, epoch: int
+) -> None:
+    """Raise :class:`TrainingDivergedError` if the loss on the probe batch
+    after ``epoch`` is :data:`DIVERGENCE_FACTOR` times its lowest (the start
+    included) and above the start, and record it.
+
+    The probe batch is the same rows before training and after every epoch:
+    unlike losses over different batches, which heavy-tailed data make vary
+    a hundredfold, its loss only grows that much when training diverges.
+    """
     start = state.start_loss
-    if not start > 0:  # unknown, or a perfect start that noise cannot beat
-        return
-    lowest = min([start, *state.history.loss])
-    if loss > max(DIVERGENCE_FACTOR * lowest, start):
+    if not math.isfinite(probe):
+        raise _diverged(f"the loss became {probe} in epoch {epoch}", optimizer)
+    lowest = min(start, state.lowest_probe)
+    # A start of 0 is a perfect fit that rounding noise cannot be judged by.
+    if start > 0 and probe > max(DIVERGENCE_FACTOR * lowest, start):
         raise _diverged(
-            f"the loss grew to {loss:.4g} in epoch {epoch}, {loss / lowest:.3g} "
-            f"times its lowest, {lowest:.4g} (it started at {start:.4g})",
+            f"the loss on a fixed batch grew to {probe:.4g} in epoch {epoch}, "
+            f"{probe / lowest:.3g} times its lowest, {lowest:.4g} (it started at "
+            f"{start:.4g})",
             optimizer,
         )
+    state.lowest_probe = min(state.lowest_probe, probe)
 
 
 def all_latents_dead(n_components: int, history: History) -> TrainingDivergedError:
@@ -286,6 +303,7 @@ def train(
     state: LoopState | None = None,
     on_epoch_end: Callable[[LoopState], None] | None = None,
     step_interval: int = 0,
+    probe: Tensor | None = None,
 ) -> History:
     """Train ``module`` in place until ``rule`` says stop.
 
@@ -295,8 +313,9 @@ def train(
     scikit-learn's MLP, ``tol`` only decides when to stop: the best epoch is
     the one with the lowest monitored loss. Ctrl-C stops training cleanly,
     keeping the weights a normal stop would keep, and sets
-    ``history.interrupted`` for the caller to report. An epoch
-    that diverges (:func:`check_divergence`) raises
+    ``history.interrupted`` for the caller to report. An epoch whose loss or
+    weights are not finite, or after which the loss on the ``probe`` batch
+    has grown a hundredfold (:func:`check_divergence`), raises
     :class:`TrainingDivergedError`, leaving the module's weights undefined:
     the caller restores or discards them.
     ``activity``, when given, accumulates every latent's activity over all
@@ -311,6 +330,8 @@ def train(
     state = LoopState() if state is None else state
     history = state.history
     core = unwrap(module)
+    if probe is not None and math.isnan(state.start_loss):
+        state.start_loss = probe_loss(core, probe)
     progress = tqdm(
         total=rule.max_epochs,
         initial=min(history.n_epochs, rule.max_epochs),
@@ -335,12 +356,12 @@ def train(
             ) -> None:
                 loss_sum = sum_across(loss_sum.detach().clone())
                 rows = int(sum_across(loss_sum.new_tensor(float(rows))))
-                check_divergence(float(loss_sum) / rows, state, core, optimizer, epoch)
+                check_finite(float(loss_sum) / rows, core, optimizer, epoch)
                 rng_state = state.epoch_rng_state
                 state.partial = PartialEpoch(steps, loss_sum, rows, rng_state)
                 on_epoch_end(state)
 
-            loss, first = train_epoch(
+            loss = train_epoch(
                 module,
                 optimizer,
                 batches,
@@ -351,9 +372,9 @@ def train(
             )
             loss = float(loss)
             state.partial = None
-            if math.isnan(state.start_loss):
-                state.start_loss = float(first)
-            check_divergence(loss, state, core, optimizer, epoch)
+            check_finite(loss, core, optimizer, epoch)
+            if probe is not None:
+                check_divergence(probe_loss(core, probe), state, optimizer, epoch)
             history.loss.append(loss)
             monitored = loss
             if validation_batches is not None:
