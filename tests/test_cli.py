@@ -162,7 +162,7 @@ def test_a_pickle_never_loads_without_allow_pickle(data_files, name, command, ca
     # model is accepted.
     assert main([*args, "--allow-pickle"]) == 1
     assert marker.exists()
-    assert "not a skae model" in one_line_error(capsys)
+    assert "not one of skae's autoencoders" in one_line_error(capsys)
 
 
 @pytest.mark.parametrize(
