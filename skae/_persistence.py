@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 
@@ -13,15 +12,13 @@ from ._base import BaseSparseAutoencoder
 from ._conv import ConvSparseAutoencoder
 from ._engine.serialize import (
     FileFormatError,
-    decode,
-    encode,
     is_safetensors,
+    load_tree,
     module_state,
-    read_file,
     read_metadata,
     restore_module,
+    save_tree,
     storable,
-    write_file,
 )
 from ._jumprelu import JumpReLUSparseAutoencoder
 from ._kl import KLSparseAutoencoder
@@ -30,7 +27,7 @@ from ._l1 import L1SparseAutoencoder
 from ._outlier import SparseAutoencoderOutlierDetector
 from ._stacked import StackedSparseAutoencoder
 
-FORMAT = "skae.estimator"
+KIND = ("skae.estimator", "estimator")  # format, and metadata key of the JSON
 FORMAT_VERSION = 1
 
 #: The estimators a file may name; loading creates no other class.
@@ -109,16 +106,15 @@ def save(estimator: BaseEstimator, path: str | os.PathLike) -> None:
             f"{str(path)!r} exists and is not a skae model file; skae.save "
             "replaces only its own files. Delete it or choose another path."
         )
-    data, tensors = encode(_stored(estimator))
-    metadata = {
-        "format": FORMAT,
-        "format_version": str(FORMAT_VERSION),
-        "estimator_class": type(estimator).__name__,
-        "skae_version": _version(),
-        "torch_version": torch.__version__,
-        "estimator": json.dumps(data),
-    }
-    write_file(path, tensors, metadata)
+    save_tree(
+        path,
+        _stored(estimator),
+        KIND,
+        FORMAT_VERSION,
+        estimator_class=type(estimator).__name__,
+        skae_version=_version(),
+        torch_version=torch.__version__,
+    )
 
 
 def load(path: str | os.PathLike) -> BaseEstimator:
@@ -159,17 +155,7 @@ def load(path: str | os.PathLike) -> BaseEstimator:
     L1SparseAutoencoder(alpha=0.5, n_components=64)
     """
     try:
-        tensors, metadata = read_file(path)
-        if metadata.get("format") != FORMAT:
-            raise FileFormatError("it holds no skae model")
-        version = int(metadata.get("format_version", 0))
-        if version > FORMAT_VERSION:
-            raise FileFormatError(
-                f"it was written by skae {metadata.get('skae_version')} in model "
-                f"format {version}; this skae ({_version()}) reads formats up to "
-                f"{FORMAT_VERSION}: upgrade skae"
-            )
-        stored = decode(json.loads(metadata["estimator"]), tensors)
+        stored = load_tree(path, KIND, FORMAT_VERSION)
         return _rebuilt(stored)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         reason = str(exc)
@@ -183,7 +169,7 @@ def _is_model_file(path: str | os.PathLike) -> bool:
     if not is_safetensors(path):
         return False
     try:
-        return read_metadata(path).get("format") == FORMAT
+        return read_metadata(path).get("format") == KIND[0]
     except FileFormatError:
         return False
 

@@ -550,3 +550,13 @@ def test_sigkill_while_writing_leaves_the_last_whole_checkpoint(tmp_path):
         model(path, n_components=64, max_iter=5, tol=1e-4, n_iter_no_change=10).fit(X)
     assert not leftovers[0].exists()
     assert load_checkpoint(path).loop.history.n_epochs == 5
+
+
+def test_a_checkpoint_of_a_newer_format_asks_for_an_upgrade(sparse_data, tmp_path):
+    from skae._engine.serialize import write_file
+
+    path = tmp_path / "run.ckpt"
+    metadata = {"format": "skae.checkpoint", "format_version": "2", "checkpoint": "{}"}
+    write_file(path, {}, metadata)
+    with pytest.raises(ValueError, match="checkpoint format 2.*upgrade skae"):
+        model(path).fit(sparse_data)

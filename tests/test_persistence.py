@@ -289,7 +289,9 @@ def test_a_file_cannot_replace_a_modules_methods(fitted, tmp_path):
 
 def test_a_file_from_a_newer_format_asks_for_an_upgrade(tmp_path):
     forge(tmp_path / "new.skae", {}, format_version="2", skae_version="9.0")
-    with pytest.raises(ValueError, match=r"skae 9\.0 in model format 2.*upgrade skae"):
+    with pytest.raises(
+        ValueError, match=r"skae 9\.0 in skae.estimator format 2.*upgrade skae"
+    ):
         skae.load(tmp_path / "new.skae")
 
 

@@ -8,7 +8,6 @@ header. Loading one never runs code from it, whoever wrote it.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import zipfile
 from dataclasses import dataclass, fields
@@ -16,10 +15,10 @@ from dataclasses import dataclass, fields
 import numpy as np
 import scipy.sparse as sp
 
-from .serialize import FileFormatError, decode, encode, read_file, write_file
+from .serialize import FileFormatError, load_tree, save_tree
 from .training import LoopState
 
-FORMAT = "skae.checkpoint"
+KIND = ("skae.checkpoint", "checkpoint")  # format, and metadata key of the JSON
 FORMAT_VERSION = 1
 
 
@@ -41,13 +40,7 @@ class Checkpoint:
 def save_checkpoint(path: str | os.PathLike, checkpoint: Checkpoint) -> None:
     """Write ``checkpoint`` atomically: a crash mid-write leaves the old file."""
     tree = {field.name: getattr(checkpoint, field.name) for field in fields(Checkpoint)}
-    data, tensors = encode(tree)
-    metadata = {
-        "format": FORMAT,
-        "format_version": str(FORMAT_VERSION),
-        "checkpoint": json.dumps(data),
-    }
-    write_file(path, tensors, metadata)
+    save_tree(path, tree, KIND, FORMAT_VERSION)
 
 
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
@@ -57,16 +50,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     checkpoint this version can read; nothing in the file is executed.
     """
     try:
-        tensors, metadata = read_file(path)
-        if metadata.get("format") != FORMAT:
-            raise FileFormatError("it holds no skae checkpoint")
-        version = int(metadata.get("format_version", 0))
-        if version > FORMAT_VERSION:
-            raise FileFormatError(
-                f"it was written by a newer skae (checkpoint format {version}; "
-                f"this version reads up to {FORMAT_VERSION})"
-            )
-        checkpoint = Checkpoint(**decode(json.loads(metadata["checkpoint"]), tensors))
+        checkpoint = Checkpoint(**load_tree(path, KIND, FORMAT_VERSION))
         _check_types(checkpoint)
         return checkpoint
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:

@@ -183,6 +183,39 @@ def decode(data: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return {key: decode(value, tensors) for key, value in data.items()}
 
 
+def save_tree(
+    path: str | os.PathLike,
+    tree: Any,
+    kind: tuple[str, str],
+    version: int,
+    **metadata: str,
+) -> None:
+    """Write ``tree`` atomically as a file of ``kind``, ``(format, key)`` such
+    as ``("skae.estimator", "estimator")``, in format ``version``: its JSON in
+    the header under ``key``, beside ``metadata``, and its tensors."""
+    data, tensors = encode(tree)
+    name, key = kind
+    header = {"format": name, "format_version": str(version), **metadata}
+    write_file(path, tensors, header | {key: json.dumps(data)})
+
+
+def load_tree(path: str | os.PathLike, kind: tuple[str, str], version: int) -> Any:
+    """The tree of a file :func:`save_tree` wrote as ``kind``, in a format up
+    to ``version``; raises FileFormatError (a ValueError) otherwise."""
+    tensors, metadata = read_file(path)
+    name, key = kind
+    if metadata.get("format") != name or key not in metadata:
+        raise FileFormatError(f"it holds no {name}")
+    written = int(metadata.get("format_version", 0))
+    if written > version:
+        raise FileFormatError(
+            f"it was written by skae {metadata.get('skae_version', '(newer)')} in "
+            f"{name} format {written}; this skae reads formats up to {version}: "
+            "upgrade skae"
+        )
+    return decode(json.loads(metadata[key]), tensors)
+
+
 def _tensor(tensors: dict[str, torch.Tensor], key: str) -> torch.Tensor:
     if key not in tensors:
         raise FileFormatError(f"the tensor {key!r} is missing")
