@@ -558,5 +558,5 @@ def test_a_checkpoint_of_a_newer_format_asks_for_an_upgrade(sparse_data, tmp_pat
     path = tmp_path / "run.ckpt"
     metadata = {"format": "skae.checkpoint", "format_version": "2", "checkpoint": "{}"}
     write_file(path, {}, metadata)
-    with pytest.raises(ValueError, match="checkpoint format 2.*upgrade skae"):
+    with pytest.raises(ValueError, match=r"checkpoint format 2.*upgrade skae"):
         model(path).fit(sparse_data)
