@@ -62,3 +62,23 @@ def patches():
     from skae.datasets import make_image_patches
 
     return make_image_patches(10_000, preprocessing="cs294a", random_state=0)
+
+
+@pytest.fixture
+def count_epochs(monkeypatch):
+    """Call it for a list that gains an item for every training epoch run
+    from then on (a call after ``monkeypatch.undo()`` counts afresh)."""
+    import skae._engine.training
+
+    def start() -> list:
+        original = skae._engine.training.train_epoch
+        calls = []
+
+        def counted(*args, **kwargs):
+            calls.append(1)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(skae._engine.training, "train_epoch", counted)
+        return calls
+
+    return start

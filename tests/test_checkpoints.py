@@ -34,19 +34,6 @@ def model(path, **params):
     return KSparseAutoencoder(**(defaults | params))
 
 
-def count_epochs(monkeypatch):
-    """A list that gains an item for every training epoch run from now on."""
-    original = skae._engine.training.train_epoch
-    calls = []
-
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(skae._engine.training, "train_epoch", counted)
-    return calls
-
-
 def assert_same_model(a, b):
     assert a.n_iter_ == b.n_iter_
     assert a.loss_curve_ == b.loss_curve_
@@ -58,12 +45,12 @@ def assert_same_model(a, b):
 
 @pytest.mark.parametrize("early_stopping", [False, True])
 def test_a_resumed_fit_ends_as_an_uninterrupted_one(
-    sparse_data, tmp_path, monkeypatch, early_stopping
+    count_epochs, sparse_data, tmp_path, monkeypatch, early_stopping
 ):
     path = tmp_path / "run.ckpt"
     whole = model(None, early_stopping=early_stopping).fit(sparse_data)
     model(path, max_iter=3, early_stopping=early_stopping).fit(sparse_data)
-    epochs = count_epochs(monkeypatch)
+    epochs = count_epochs()
     resumed = model(path, early_stopping=early_stopping).fit(sparse_data)
     assert len(epochs) == 3
     assert_same_model(resumed, whole)
@@ -85,7 +72,7 @@ def test_checkpoints_every_interval_and_at_the_end(sparse_data, tmp_path, monkey
 
 
 def test_resume_after_ctrl_c_continues_from_the_last_checkpoint(
-    sparse_data, tmp_path, monkeypatch
+    count_epochs, sparse_data, tmp_path, monkeypatch
 ):
     path = tmp_path / "run.ckpt"
     whole = model(None).fit(sparse_data)
@@ -94,7 +81,7 @@ def test_resume_after_ctrl_c_continues_from_the_last_checkpoint(
         stopped = model(path).fit(sparse_data)
     assert stopped.n_iter_ == 3
     monkeypatch.undo()
-    epochs = count_epochs(monkeypatch)
+    epochs = count_epochs()
     assert_same_model(model(path).fit(sparse_data), whole)
     assert len(epochs) == 3
 
@@ -153,7 +140,7 @@ def interrupt_on_call(monkeypatch, n):
     monkeypatch.setattr(skae._engine.training, "train_epoch", interrupted)
 
 
-def test_stacked_fine_tuning_resumes(sparse_data, tmp_path, monkeypatch):
+def test_stacked_fine_tuning_resumes(count_epochs, sparse_data, tmp_path, monkeypatch):
     params = {"hidden_layer_sizes": (12, 6), "max_iter": 4, "tol": 0.0}
     params |= {"n_iter_no_change": 100, "random_state": 0}
     whole = StackedSparseAutoencoder(**params).fit(sparse_data)
@@ -163,7 +150,7 @@ def test_stacked_fine_tuning_resumes(sparse_data, tmp_path, monkeypatch):
     with pytest.warns(RuntimeWarning, match="interrupted after 2 epoch"):
         StackedSparseAutoencoder(**params, checkpoint_path=path).fit(sparse_data)
     monkeypatch.undo()
-    epochs = count_epochs(monkeypatch)
+    epochs = count_epochs()
     resumed = StackedSparseAutoencoder(**params, checkpoint_path=path).fit(sparse_data)
     assert len(epochs) == 2  # no pretraining, two fine-tuning epochs
     assert_same_model(resumed, whole)
@@ -198,9 +185,9 @@ def test_resume_without_a_seed_keeps_the_validation_rows(sparse_data, tmp_path):
 
 
 def test_a_checkpoint_path_that_cannot_be_written_is_refused_before_training(
-    sparse_data, tmp_path, monkeypatch
+    count_epochs, sparse_data, tmp_path, monkeypatch
 ):
-    epochs = count_epochs(monkeypatch)
+    epochs = count_epochs()
     for path, message in [
         (tmp_path / "missing-directory" / "run.ckpt", "cannot be written"),
         ("", "is not a file name"),

@@ -29,10 +29,10 @@ def model(**params):
 
 
 def test_data_that_would_overflow_float32_is_refused_before_training(
-    sparse_data, monkeypatch
+    count_epochs, sparse_data, monkeypatch
 ):
     huge = sparse_data * 1e25  # finite, but its squares overflow float32
-    epochs = count_epochs(monkeypatch)
+    epochs = count_epochs()
     sae = model()
     with pytest.raises(ValueError, match=r"values up to 3\.\d+e\+25.*StandardScaler"):
         sae.fit(huge)
@@ -63,19 +63,6 @@ def test_divergence_during_partial_fit_keeps_the_model_before_the_call(sparse_da
     assert sae.n_iter_ == 1
     sae.set_params(learning_rate=3e-3).partial_fit(sparse_data)
     assert all(torch.isfinite(p).all() for p in sae.module_.parameters())
-
-
-def count_epochs(monkeypatch):
-    """A list that gains an item for every training epoch run from now on."""
-    original = skae._engine.training.train_epoch
-    calls = []
-
-    def counted(*args, **kwargs):
-        calls.append(1)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(skae._engine.training, "train_epoch", counted)
-    return calls
 
 
 def test_refit_without_early_stopping_drops_stale_validation_scores(sparse_data):
