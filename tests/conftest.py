@@ -82,3 +82,15 @@ def count_epochs(monkeypatch):
         return calls
 
     return start
+
+
+@pytest.fixture
+def validation_rows():
+    """The rows an early-stopping fit holds out: call it with the row count
+    (and ``seed``, ``fraction`` when not 0 and 0.1)."""
+
+    def rows(n_rows, seed=0, fraction=0.1):
+        permuted = np.random.RandomState(seed).permutation(n_rows)
+        return np.sort(permuted[: int(np.ceil(fraction * n_rows))])
+
+    return rows

@@ -166,11 +166,17 @@ def test_numpy_parameter_values_are_fingerprinted_by_value(sparse_data, tmp_path
     assert model(path, max_iter=3).fit(sparse_data).n_iter_ == 3
 
 
-def test_a_tuple_and_a_list_of_layer_sizes_are_the_same_run(sparse_data, tmp_path):
+def test_a_tuple_and_a_list_of_layer_sizes_are_the_same_run(
+    count_epochs, sparse_data, tmp_path
+):
     path = tmp_path / "stack.ckpt"
     params = {"max_iter": 2, "random_state": 0, "checkpoint_path": path}
-    StackedSparseAutoencoder((8,), **params).fit(sparse_data)
-    StackedSparseAutoencoder([8], **params).fit(sparse_data)
+    first = StackedSparseAutoencoder((8,), **params).fit(sparse_data)
+    epochs = count_epochs()
+    with pytest.warns(UserWarning, match="Resuming.*2 epoch"):
+        again = StackedSparseAutoencoder([8], **params).fit(sparse_data)
+    assert epochs == []  # the finished run, resumed: nothing left to train
+    assert_same_model(again, first)
 
 
 def test_resume_without_a_seed_keeps_the_validation_rows(sparse_data, tmp_path):
@@ -280,7 +286,7 @@ def test_a_diverging_run_never_saves_nan_weights_mid_epoch(sparse_data, tmp_path
 
 
 def test_a_resumed_fit_with_dead_latents_ends_as_an_uninterrupted_one(
-    sparse_data, tmp_path, monkeypatch
+    count_epochs, sparse_data, tmp_path
 ):
     # Wide and sparse: latents die within the first epoch, so the auxiliary
     # loss trains them at every step, from the dead set of its last refresh.
@@ -291,7 +297,9 @@ def test_a_resumed_fit_with_dead_latents_ends_as_an_uninterrupted_one(
     # Stopped after the first epoch: its dead set, refreshed at step 31 of
     # 32, is not the one a refresh at the resumed step would find.
     model(path, **params, max_iter=1).fit(sparse_data)
+    epochs = count_epochs()
     resumed = model(path, **params).fit(sparse_data)
+    assert len(epochs) == 5
     assert_same_model(resumed, whole)
 
 

@@ -58,14 +58,18 @@ def test_lifetime_sparsity_shapes_training_and_scores(digits):
     assert 0.03 < fitted.activation_frequency_.mean() < 0.2
 
 
-def test_early_stopping_works_with_lifetime_sparsity(digits):
+def test_early_stopping_works_with_lifetime_sparsity(digits, validation_rows):
     X, _ = digits
     sae = model(early_stopping=True, n_iter_no_change=5, max_iter=40).fit(X)
     scores = sae.validation_scores_
     # Validation compares reconstructions through the running lifetime cut,
-    # the regime the decoder trains in: it improves, and the best is kept.
+    # the regime the decoder trains in: it improves, and stops 5 epochs
+    # after its best, whose weights are the ones kept.
     assert max(scores) > scores[0] + 0.1
-    assert sae.score(X) > scores[0] + 0.1
+    assert sae.n_iter_ == int(np.argmax(scores)) + 1 + 5
+    held_out = X[validation_rows(len(X))]
+    assert sae.score(held_out) == pytest.approx(sae.best_validation_score_, abs=1e-5)
+    assert sae.best_validation_score_ > scores[-1] + 0.01
 
 
 def test_pooled_codes_shape_and_names(digits):

@@ -126,17 +126,18 @@ def _ddp_resume_worker(rank, world_size, tmp_dir, mode):
         rank=rank,
         world_size=world_size,
     )
-    if mode == "interrupted":  # every process stops at the same step
-        original, steps = skae._engine.training.objective, []
+    # Every process counts its training steps; the interrupted run stops all
+    # of them at the same step.
+    original, steps = skae._engine.training.objective, []
 
-        def interrupted(module, x):
-            if module.training:
-                steps.append(1)
-                if len(steps) == 17:  # 10 steps an epoch per process
-                    raise KeyboardInterrupt
-            return original(module, x)
+    def counted(module, x):
+        if module.training:
+            steps.append(1)
+            if mode == "interrupted" and len(steps) == 17:  # 10 steps an epoch
+                raise KeyboardInterrupt
+        return original(module, x)
 
-        skae._engine.training.objective = interrupted
+    skae._engine.training.objective = counted
     X = np.load(tmp / "X.npy")
     # Every other row scaled up, so that the two shards' losses differ.
     X[::2] *= 5
@@ -158,6 +159,7 @@ def _ddp_resume_worker(rank, world_size, tmp_dir, mode):
         tmp / f"{mode}{rank}.npz",
         loss=np.array(sae.loss_curve_),
         components=sae.components_,
+        steps=len(steps),
     )
     dist.destroy_process_group()
 
@@ -165,12 +167,20 @@ def _ddp_resume_worker(rank, world_size, tmp_dir, mode):
 def test_ddp_resumes_from_the_middle_of_an_epoch(sparse_data, tmp_path):
     import torch.multiprocessing as mp
 
+    from skae._engine.checkpoint import load_checkpoint
+
     np.save(tmp_path / "X.npy", sparse_data[:1000].astype(np.float32))
-    for mode in ("whole", "interrupted", "resumed"):
+    for mode in ("whole", "interrupted"):
         mp.spawn(_ddp_resume_worker, args=(2, str(tmp_path), mode), nprocs=2)
+    saved = load_checkpoint(tmp_path / "run.ckpt").loop
+    assert saved.history.n_epochs == 1 and 0 < saved.partial.steps < 7
+    mp.spawn(_ddp_resume_worker, args=(2, str(tmp_path), "resumed"), nprocs=2)
     for rank in range(2):
         whole = np.load(tmp_path / f"whole{rank}.npz")
         resumed = np.load(tmp_path / f"resumed{rank}.npz")
+        # It trained only the rest of epoch 2, from the last save, and epoch 3.
+        assert whole["steps"] == 30
+        assert resumed["steps"] == 10 - saved.partial.steps + 10
         # The epoch resumed part-way reports the loss over every process's rows.
         np.testing.assert_allclose(resumed["loss"], whole["loss"], rtol=1e-6)
         np.testing.assert_array_equal(resumed["components"], whole["components"])

@@ -154,20 +154,16 @@ def test_feature_names_out():
     assert list(names) == [f"ksparseautoencoder{i}" for i in range(5)]
 
 
-def validation_rows(n_rows, seed=0, fraction=0.1):
-    """The rows an early-stopping fit with ``random_state=seed`` holds out."""
-    permuted = np.random.RandomState(seed).permutation(n_rows)
-    return np.sort(permuted[: int(np.ceil(fraction * n_rows))])
-
-
-def test_early_stopping_keeps_the_first_epoch_when_it_is_the_only_one(sparse_data):
+def test_early_stopping_keeps_the_first_epoch_when_it_is_the_only_one(
+    sparse_data, validation_rows
+):
     sae = fast(early_stopping=True, max_iter=1).fit(sparse_data)
     held_out = sparse_data[validation_rows(len(sparse_data))]
     assert sae.score(held_out) == pytest.approx(sae.best_validation_score_, abs=1e-5)
 
 
 def test_early_stopping_with_tol_keeps_the_best_epoch_not_the_last_big_gain(
-    sparse_data,
+    sparse_data, validation_rows
 ):
     # tol only decides when to stop; small gains still make a new best epoch.
     sae = fast(

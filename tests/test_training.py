@@ -85,12 +85,20 @@ def interrupt_on_epoch(monkeypatch, epoch):
     monkeypatch.setattr(skae._engine.training, "train_epoch", interrupted)
 
 
-def test_ctrl_c_keeps_the_best_weights_and_warns(sparse_data, monkeypatch):
-    interrupt_on_epoch(monkeypatch, 4)
-    with pytest.warns(RuntimeWarning, match="interrupted after 3 epoch.*best weights"):
-        sae = model(early_stopping=True, max_iter=50).fit(sparse_data)
-    assert sae.n_iter_ == 3
-    assert np.isfinite(sae.transform(sparse_data)).all()
+def test_ctrl_c_keeps_the_best_weights_and_warns(
+    sparse_data, validation_rows, monkeypatch
+):
+    # This learning rate overshoots: epoch 5 scores better than epoch 6.
+    interrupt_on_epoch(monkeypatch, 7)
+    with pytest.warns(RuntimeWarning, match="interrupted after 6 epoch.*best weights"):
+        sae = model(early_stopping=True, max_iter=50, learning_rate=0.1).fit(
+            sparse_data
+        )
+    assert sae.n_iter_ == 6
+    scores = sae.validation_scores_
+    assert int(np.argmax(scores)) == 4 and scores[-1] < sae.best_validation_score_
+    held_out = sparse_data[validation_rows(len(sparse_data))]
+    assert sae.score(held_out) == pytest.approx(sae.best_validation_score_, abs=1e-5)
 
 
 def test_ctrl_c_without_validation_keeps_last_epoch(sparse_data, monkeypatch):
