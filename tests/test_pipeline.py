@@ -11,14 +11,21 @@ from skae import KSparseAutoencoder
 
 def test_pipeline_with_kmeans_clusters_digits(digits):
     X, y = digits
-    pipe = make_pipeline(
-        KSparseAutoencoder(n_components=64, k=8, max_iter=30, random_state=0),
-        KMeans(n_clusters=10, n_init=10, random_state=0),
-    )
-    labels = pipe.fit_predict(X)
-    assert labels.shape == (len(X),)
-    # Chance is 0; the codes keep the digit structure.
-    assert adjusted_rand_score(y, labels) > 0.4
+
+    def clusters(*steps):
+        kmeans = KMeans(n_clusters=10, n_init=10, random_state=0)
+        return adjusted_rand_score(y, make_pipeline(*steps, kmeans).fit_predict(X))
+
+    params = {"n_components": 64, "k": 8, "max_iter": 30, "random_state": 0}
+    trained = clusters(KSparseAutoencoder(**params))
+    # The same model left at its initial weights: a learning rate of 1e-12.
+    untrained = clusters(KSparseAutoencoder(**params, learning_rate=1e-12))
+    raw = clusters()
+    # Measured 0.626 trained, 0.461 untrained and 0.666 on the 64 raw pixels:
+    # codes with 8 of 64 values set keep most of the pixels' digit structure,
+    # and training is what keeps it.
+    assert trained > untrained + 0.1
+    assert trained > 0.9 * raw
 
 
 def test_grid_search_over_k_in_two_processes(sparse_data):
