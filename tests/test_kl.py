@@ -1,5 +1,6 @@
 """KLSparseAutoencoder: target activations, the CS294A patch experiment."""
 
+import copy
 import itertools
 
 import numpy as np
@@ -44,17 +45,25 @@ def test_atoms_on_patches_are_localized(cs294a_model, patches):
 
 
 def test_reconstruction_is_useful_and_in_the_unit_interval(cs294a_model, patches):
-    assert cs294a_model.score(patches) > 0.3
+    # Mean activation 0.01 of 25 units: measured 0.399, above PCA with 5
+    # components (0.359; 8 score 0.497). The untrained model scores 0.
+    pca = PCA(n_components=5).fit(patches)
+    assert cs294a_model.score(patches) > pca.explained_variance_ratio_.sum()
     reconstruction = cs294a_model.inverse_transform(cs294a_model.transform(patches))
     assert (reconstruction > 0).all() and (reconstruction < 1).all()
 
 
 @pytest.mark.parametrize("loss", ["kl", "l1", "l2"])
 def test_larger_target_gives_larger_mean_activation(patches, loss):
+    # The encoder's bias starts at logit(target), so a fresh model starts at
+    # its target. Each model here starts from one trained to 0.3 instead, and
+    # only the penalty can move it to its own target.
     targets = [0.02, 0.05, 0.1, 0.2]
-    params = CS294A | {"max_iter": 30, "sparsity_loss": loss}
+    params = CS294A | {"max_iter": 30, "sparsity_loss": loss, "warm_start": True}
+    start = KLSparseAutoencoder(**params | {"sparsity_target": 0.3}).fit(patches)
     means = [
-        KLSparseAutoencoder(**params | {"sparsity_target": rho})
+        copy.deepcopy(start)
+        .set_params(sparsity_target=rho)
         .fit(patches)
         .activation_frequency_.mean()
         for rho in targets
