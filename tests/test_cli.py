@@ -40,10 +40,12 @@ def test_demo_prints_the_comparison_table(capsys):
         "KSparse(128, k=16)",
     ):
         assert expected in out
-    ksparse = next(line for line in out.splitlines() if line.startswith("KSparse"))
-    explained_variance, mean_l0 = map(float, ksparse.split()[2:4])
+    rows = {line.split("  ")[0]: line for line in out.splitlines()}
+    explained_variance, mean_l0 = map(float, rows["KSparse(128, k=16)"].split()[2:4])
+    pca_explained_variance = float(rows["PCA(16)"].split()[1])
     assert mean_l0 <= 16
-    assert explained_variance > 0.85
+    # The README's claim: far above PCA with as many codes (0.932 vs 0.849).
+    assert explained_variance > pca_explained_variance + 0.05
 
 
 def test_unknown_command_exits_with_usage_error(capsys):

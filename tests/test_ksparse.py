@@ -213,3 +213,12 @@ def test_successive_partial_fits_shuffle_differently(sparse_data, monkeypatch):
     sae.partial_fit(sparse_data)
     sae.partial_fit(sparse_data)
     assert not np.array_equal(orders[0], orders[1])
+
+
+def test_far_above_pca_with_as_many_codes_on_digits(digits):
+    # README.rst's figure: 128 atoms, k codes a row against PCA(k).
+    X, _ = digits
+    sae = KSparseAutoencoder(128, k=4, max_iter=60, random_state=0).fit(X)
+    pca = PCA(n_components=4, random_state=0).fit(X)
+    assert np.count_nonzero(sae.transform(X), axis=1).max() <= 4
+    assert sae.score(X) > pca.explained_variance_ratio_.sum() + 0.1, sae.score(X)
