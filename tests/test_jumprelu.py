@@ -182,11 +182,22 @@ def test_a_fixed_random_state_repeats_exactly(sparse_data):
     )
 
 
-def test_threshold_follows_the_data_dtype(sparse_data):
-    sae = fit(sparse_data.astype(np.float32), max_iter=2)
+def test_threshold_follows_the_data_dtype_and_gates_the_codes(sparse_data):
+    X = sparse_data.astype(np.float32)
+    sae = fit(X, max_iter=2)
     assert sae.threshold_.dtype == np.float32
     assert sae.threshold_.shape == (64,)
-    assert (sae.threshold_ > 0).all()
+    # Learned: each moved from its start, sqrt(sparsity_weight), on its own.
+    start = np.sqrt(sae.sparsity_weight)
+    assert np.abs(sae.threshold_ - start).min() > 1e-4
+    assert np.unique(sae.threshold_).size == 64
+    # And used: a code is 0 or above its latent's threshold, and some rows
+    # have pre-activations between 0 and the threshold that are cut to 0.
+    codes = sae.transform(X)
+    assert ((codes == 0) | (codes > sae.threshold_)).all()
+    with torch.no_grad():
+        pre = sae.module_.preactivate(torch.as_tensor(X)).numpy()
+    assert ((pre > 0) & (pre <= sae.threshold_)).sum() > 0.01 * pre.size
 
 
 def test_auto_initial_threshold_is_the_root_of_the_weight(sparse_data):
