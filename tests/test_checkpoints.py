@@ -555,3 +555,36 @@ def test_a_checkpoint_of_a_newer_format_asks_for_an_upgrade(sparse_data, tmp_pat
     write_file(path, {}, metadata)
     with pytest.raises(ValueError, match=r"checkpoint format 2.*upgrade skae"):
         model(path).fit(sparse_data)
+
+
+@pytest.mark.parametrize(
+    ("change", "epochs"),
+    [
+        ({"max_iter": 5}, 3),
+        ({"tol": 10.0, "n_iter_no_change": 1}, 1),  # no epoch gains 10: stale
+        ({"device": "cpu"}, 4),
+        ({"precision": "bfloat16"}, 4),
+        ({"verbose": 1}, 4),
+        ({"checkpoint_interval": 0.5}, 4),
+    ],
+    ids=lambda value: "-".join(value) if isinstance(value, dict) else str(value),
+)
+def test_how_long_where_and_how_a_run_goes_may_change_on_resume(
+    count_epochs, sparse_data, tmp_path, capsys, change, epochs
+):
+    path = tmp_path / "run.ckpt"
+    model(path, max_iter=2).fit(sparse_data)
+    whole = model(None).fit(sparse_data)
+    counted = count_epochs()
+    with pytest.warns(UserWarning, match="Resuming.*2 epoch"):
+        resumed = model(path, **change).fit(sparse_data)
+    assert len(counted) == epochs
+    assert resumed.n_iter_ == 2 + epochs
+    assert load_checkpoint(path).loop.history.n_epochs == 2 + epochs
+    if change == {"device": "cpu"}:
+        assert_same_model(resumed, whole)
+    if "precision" in change:  # bfloat16 products: not the float32 run
+        assert not np.array_equal(resumed.components_, whole.components_)
+    if "verbose" in change:
+        err = capsys.readouterr().err  # the bar starts at the saved epoch
+        assert "| 2/6 [" in err and "| 6/6 [" in err

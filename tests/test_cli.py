@@ -8,6 +8,7 @@ import sys
 
 import joblib
 import numpy as np
+import pandas as pd
 import pytest
 
 import skae
@@ -63,6 +64,7 @@ def data_files(tmp_path):
     np.savez(tmp_path / "X.npz", X=X)
     header = ",".join(f"f{i}" for i in range(9))
     np.savetxt(tmp_path / "X.csv", X, delimiter=",", header=header, comments="")
+    pd.DataFrame(X, columns=header.split(",")).to_parquet(tmp_path / "X.parquet")
     return tmp_path, X
 
 
@@ -86,20 +88,76 @@ def folder_listing(folder) -> set[str]:
     return set(os.listdir(folder))
 
 
-@pytest.mark.parametrize("suffix", ["npy", "npz", "csv"])
+@pytest.mark.parametrize("suffix", ["npy", "npz", "csv", "parquet"])
 def test_fit_transform_info_round_trip(data_files, suffix, capsys):
     tmp, X = data_files
     model, codes = tmp / "model.skae", tmp / "codes.npy"
+    # A memmapped .npy holds out whole blocks for validation, too few here.
+    early_stopping = suffix != "npy"
     params = ["-p", "n_components=12", "-p", "k=3", "-p", "max_iter=3"]
+    params += ["-p", "random_state=0", "-p", f"early_stopping={early_stopping}"]
     assert main(["fit", str(tmp / f"X.{suffix}"), *params, "-o", str(model)]) == 0
     assert main(["transform", str(model), str(tmp / "X.npy"), "-o", str(codes)]) == 0
     saved = skae.load(model)
     np.testing.assert_array_equal(np.load(codes), saved.transform(X))
     assert (np.load(codes) != 0).sum(axis=1).max() <= 3
+    # Every file type reads the same 300 x 9 numbers: the same model.
+    same = KSparseAutoencoder(12, k=3, max_iter=3, random_state=0)
+    same.set_params(early_stopping=early_stopping).fit(X)
+    np.testing.assert_array_equal(saved.components_, same.components_)
+    capsys.readouterr()
     assert main(["info", str(model)]) == 0
     out = capsys.readouterr().out
     assert "KSparseAutoencoder: 9 features -> 12 latents" in out
-    assert "dead latents:" in out and "  k = 3" in out
+    assert "epochs: 3\n" in out
+    first, last = saved.loss_curve_[0], saved.loss_curve_[-1]
+    assert f"training loss: first {first:.4g}, last {last:.4g}" in out
+    if early_stopping:
+        best = saved.best_validation_score_
+        assert f"best validation explained variance: {best:.4f}" in out
+    else:
+        assert "best validation" not in out
+    l0 = saved.activation_frequency_.sum()
+    assert f"mean L0 (active latents per training row): {l0:.2f}" in out
+    dead = int((saved.activation_frequency_ == 0).sum())
+    assert f"dead latents: {dead} of 12" in out and "  k = 3" in out
+
+
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [
+        ("ksparse", ["k=3"]),
+        ("l1", ["n_components=12", "alpha=0.1"]),
+        ("kl", ["n_components=12", "sparsity_target=0.1"]),
+        ("jumprelu", ["n_components=12", "sparsity_weight=0.01"]),
+        ("conv", ["image_shape=(3, 3)", "kernel_size=3", "batch_size=32"]),
+        ("stacked", ["hidden_layer_sizes=(12, 6)", "sparsity=topk", "k=(4, 2)"]),
+    ],
+)
+def test_fit_every_model_the_command_offers(data_files, name, params, capsys):
+    tmp, _ = data_files
+    model = tmp / f"{name}.skae"
+    args = ["fit", str(tmp / "X.npy"), "--model", name, "-o", str(model)]
+    args += [f"-p{param}" for param in [*params, "max_iter=3", "random_state=0"]]
+    assert main(args) == 0
+    saved = skae.load(model)
+    assert type(saved).__name__ == skae.cli.MODELS[name]
+    assert saved.n_iter_ == 3
+    capsys.readouterr()
+    assert main(["info", str(model)]) == 0
+    assert capsys.readouterr().out.startswith(f"{skae.cli.MODELS[name]}: 9 features")
+
+
+def test_python_dash_m_skae_is_the_command(model_file, capsys):
+    assert main(["info", str(model_file)]) == 0
+    expected = capsys.readouterr().out
+    ran = subprocess.run(
+        [sys.executable, "-m", "skae", "info", str(model_file)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert ran.stdout == expected
 
 
 def test_fit_saves_the_safe_format_whatever_the_name(data_files):

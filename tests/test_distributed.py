@@ -3,6 +3,7 @@
 import joblib
 import numpy as np
 import pytest
+from dask import distributed
 from sklearn.model_selection import GridSearchCV
 
 from skae import KSparseAutoencoder
@@ -10,7 +11,6 @@ from skae import KSparseAutoencoder
 
 @pytest.fixture(scope="module")
 def dask_client():
-    distributed = pytest.importorskip("dask.distributed")
     with (
         distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
@@ -25,7 +25,6 @@ def test_grid_search_on_a_dask_cluster_matches_the_local_search(dask_client):
     grid = {"k": [1, 3, 6]}
     estimator = KSparseAutoencoder(n_components=12, max_iter=3, random_state=0)
     local = GridSearchCV(estimator, grid, cv=2).fit(X)
-    distributed = pytest.importorskip("dask.distributed")
     with distributed.get_task_stream(dask_client) as tasks:
         with joblib.parallel_backend("dask"):
             remote = GridSearchCV(estimator, grid, cv=2, n_jobs=-1).fit(X)

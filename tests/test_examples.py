@@ -3,6 +3,8 @@
 import runpy
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import PIL  # noqa: F401  the gallery's images need it
 import pytest
 
 DOCS = Path(__file__).parents[1] / "docs"
@@ -23,8 +25,6 @@ def test_this_runs_every_example_the_gallery_executes():
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda path: path.stem)
 def test_example_runs(path, monkeypatch):
-    plt = pytest.importorskip("matplotlib.pyplot")
-    pytest.importorskip("PIL")
     monkeypatch.chdir(path.parent)
     try:
         runpy.run_path(str(path), run_name="__main__")

@@ -6,6 +6,7 @@ import tracemalloc
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
@@ -84,7 +85,6 @@ def test_malformed_input_is_rejected(X, error, message, no_training):
 
 
 def test_a_table_with_a_date_column_is_rejected(no_training):
-    pd = pytest.importorskip("pandas")
     frame = pd.DataFrame(
         {"x": [1.0, 2.0, 3.0], "when": pd.date_range("2026", periods=3)}
     )
@@ -213,7 +213,6 @@ def test_sparse_input_is_densified_one_batch_at_a_time(monkeypatch):
 
 
 def test_list_and_pandas_input(small_X):
-    pd = pytest.importorskip("pandas")
     frame = pd.DataFrame(small_X, columns=[f"f{i}" for i in range(6)])
     from_frame = model().fit(frame)
     assert list(from_frame.feature_names_in_) == list(frame.columns)

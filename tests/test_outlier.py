@@ -2,7 +2,9 @@
 detection quality, grid search and errors."""
 
 import numpy as np
+import pandas as pd
 import pytest
+from scipy import sparse
 from sklearn.base import clone
 from sklearn.decomposition import PCA
 from sklearn.exceptions import NotFittedError
@@ -274,7 +276,6 @@ def test_wrong_number_of_features_names_the_detector(gaussian_X):
 
 
 def test_feature_names_are_recorded(gaussian_X):
-    pd = pytest.importorskip("pandas")
     frame = pd.DataFrame(gaussian_X, columns=[f"f{i}" for i in range(5)])
     detector = SparseAutoencoderOutlierDetector(small_ksparse()).fit(frame)
     np.testing.assert_array_equal(detector.feature_names_in_, frame.columns)
@@ -303,7 +304,6 @@ def test_tags():
 
 
 def test_sparse_input(gaussian_X):
-    sparse = pytest.importorskip("scipy.sparse")
     X = sparse.random(200, 10, density=0.2, format="csr", random_state=0)
     detector = SparseAutoencoderOutlierDetector(small_ksparse(), contamination=0.1).fit(
         X
@@ -316,7 +316,6 @@ def test_sparse_input(gaussian_X):
 def test_a_feature_name_mismatch_warns_once(gaussian_X):
     import warnings
 
-    pd = pytest.importorskip("pandas")
     frame = pd.DataFrame(gaussian_X, columns=[f"f{i}" for i in range(5)])
     detector = SparseAutoencoderOutlierDetector(small_ksparse()).fit(frame)
     with warnings.catch_warnings(record=True) as caught:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import joblib
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.base import clone
@@ -165,7 +166,6 @@ def test_save_and_load_give_the_same_fitted_estimator(estimator, tmp_path, spars
 
 
 def test_an_unfitted_estimator_and_feature_names_round_trip(tmp_path):
-    pd = pytest.importorskip("pandas")
     unfitted = KSparseAutoencoder(64, k=8, random_state=np.random.RandomState(3))
     skae.save(unfitted, tmp_path / "unfitted.skae")
     assert_same_state(unfitted, skae.load(tmp_path / "unfitted.skae"))

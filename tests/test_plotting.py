@@ -2,15 +2,15 @@
 
 import sys
 
+import matplotlib
 import numpy as np
 import pytest
 
-matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from skae import ConvSparseAutoencoder, KSparseAutoencoder  # noqa: E402
-from skae.plotting import (  # noqa: E402
+from skae import ConvSparseAutoencoder, KSparseAutoencoder
+from skae.plotting import (
     ActivationFrequencyDisplay,
     DictionaryDisplay,
     LossCurveDisplay,

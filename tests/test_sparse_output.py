@@ -55,7 +55,6 @@ def test_fit_transform_and_more_batches_than_one(sparse_data):
 
 
 def test_pandas_output_refuses_sparse_codes(sparse_data):
-    pytest.importorskip("pandas")
     sae = KSparseAutoencoder(16, k=2, max_iter=1, sparse_output=True)
     sae.set_output(transform="pandas").fit(sparse_data)
     with pytest.raises(ValueError, match="sparse"):
