@@ -39,7 +39,9 @@ def _is_running(pid: int) -> bool:
     if pid == os.getpid():
         return True
     try:
-        os.kill(pid, 0)
+        # Signal 0 only asks whether the process exists. Not mutated: a
+        # mutant's signal 1 would hang up the mutation runner itself.
+        os.kill(pid, 0)  # pragma: no mutate
     except ProcessLookupError:
         return False
     except (PermissionError, OSError):
@@ -131,9 +133,9 @@ def _sync_folder(folder: Path) -> None:
 def check_writable_folder(path: str | os.PathLike, what: str) -> None:
     """Raise ValueError, naming ``what``, unless a file can be created beside
     ``path`` (in its folder): proved by creating and deleting a temporary."""
-    path = Path(path)
-    if str(path) == "" or path.name == "":
+    if str(path) == "" or Path(path).name == "":  # Path("") is "."
         raise ValueError(f"{what}={str(path)!r} is not a file name.")
+    path = Path(path)
     if path.is_dir():
         raise ValueError(f"{what}={str(path)!r} is a folder; give a file name in it.")
     try:
