@@ -588,3 +588,96 @@ def test_how_long_where_and_how_a_run_goes_may_change_on_resume(
     if "verbose" in change:
         err = capsys.readouterr().err  # the bar starts at the saved epoch
         assert "| 2/6 [" in err and "| 6/6 [" in err
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("module", [1], "module"),
+        ("module", {"tensors": [], "attributes": {}}, "module tensors"),
+        ("module", {"tensors": {}, "attributes": 3}, "module attributes"),
+        ("optimizer", "adam", "optimizer"),
+        ("loop", {"epochs": 3}, "loop"),
+        ("rng", 0, "rng"),
+        ("rows", (1, 2, 3), "rows"),
+        ("rows", [1, 2], "rows"),
+        ("fingerprint", None, "fingerprint"),
+    ],
+)
+def test_a_checkpoint_with_a_part_of_the_wrong_kind_names_it(
+    sparse_data, tmp_path, field, value, named
+):
+    from dataclasses import replace
+
+    from skae._engine.checkpoint import save_checkpoint
+
+    path = tmp_path / "run.ckpt"
+    model(path, max_iter=1).fit(sparse_data)
+    save_checkpoint(path, replace(load_checkpoint(path), **{field: value}))
+    with pytest.raises(ValueError) as error:
+        load_checkpoint(path)
+    assert str(error.value) == (
+        f"checkpoint_path={str(path)!r} exists but is not a skae checkpoint "
+        f"(its {named} are not as skae writes them); delete it or choose another "
+        "path."
+    )
+
+
+def test_a_checkpoint_nested_too_deeply_names_the_reason(tmp_path):
+    path = tmp_path / "run.ckpt"
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    metadata = {"format": "skae.checkpoint", "format_version": "1"}
+    from skae._engine.serialize import write_file
+
+    write_file(path, {}, metadata | {"checkpoint": "[" * 100_000 + "]" * 100_000})
+    with pytest.raises(ValueError) as error:
+        load_checkpoint(path)
+    assert str(error.value) == (
+        f"checkpoint_path={str(path)!r} exists but is not a skae checkpoint "
+        "(RecursionError); delete it or choose another path."
+    )
+
+
+def test_a_pickled_checkpoint_says_why_it_is_refused(tmp_path):
+    path = tmp_path / "run.ckpt"
+    torch.save({"weights": torch.zeros(2)}, path)
+    with pytest.raises(ValueError) as error:
+        load_checkpoint(path)
+    assert str(error.value) == (
+        f"checkpoint_path={str(path)!r} exists but is not a skae checkpoint (it is "
+        "a pickle, as skae wrote checkpoints before, and loading a pickle runs code "
+        "from the file, so skae no longer reads them); delete it or choose another "
+        "path."
+    )
+
+
+def test_sparse_data_is_fingerprinted_as_its_dense_rows():
+    import scipy.sparse as sp
+
+    from skae._engine.checkpoint import data_fingerprint
+
+    dense = np.random.RandomState(0).rand(50, 6)
+    dense[dense < 0.7] = 0
+    assert data_fingerprint(sp.csr_matrix(dense)) == data_fingerprint(dense)
+    changed = dense.copy()
+    changed[49, 5] += 1.0
+    assert data_fingerprint(sp.csr_matrix(changed)) != data_fingerprint(dense)
+
+
+def test_data_beyond_the_sample_size_is_fingerprinted_by_a_spread_sample(
+    monkeypatch,
+):
+    import skae._engine.checkpoint as checkpoint
+
+    monkeypatch.setattr(checkpoint, "SAMPLE_BYTES", 10 * 8 * 4)  # 10 rows of 4
+    X = np.arange(100 * 4, dtype=np.float64).reshape(100, 4)
+    before = checkpoint.data_fingerprint(X)
+    # Rows 0, 11, 22, ..., 99 are sampled: a change there shows, between not.
+    for row, shows in [(0, True), (11, True), (99, True), (5, False), (50, False)]:
+        changed = X.copy()
+        changed[row, 0] = -1.0
+        after = checkpoint.data_fingerprint(changed)
+        assert (after != before) == shows, row
+    assert before["shape"] == [100, 4] and before["dtype"] == "float64"

@@ -180,3 +180,24 @@ def test_writers_in_two_threads_never_see_each_others_temporaries(tmp_path):
     assert errors == []
     assert target.read_bytes() in (b"a" * 10, b"a" * 20)
     assert os.listdir(tmp_path) == ["out.bin"]
+
+
+def test_a_temporary_that_vanishes_while_cleaning_is_no_error(tmp_path, monkeypatch):
+    # Another process may remove a stale temporary between listing and unlink.
+    target = tmp_path / "model.skae"
+    prefix = files._temporary_prefix(target)
+    names = [f"{prefix}{dead_pid()}-{tag}.tmp" for tag in ("aaa", "bbb")]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    original, calls = os.unlink, []
+
+    def raced(path):
+        calls.append(path)
+        if len(calls) == 1:
+            original(path)
+            raise FileNotFoundError(2, "No such file or directory")
+        original(path)
+
+    monkeypatch.setattr(files.os, "unlink", raced)
+    remove_stale_temporaries(target)
+    assert len(calls) == 2 and os.listdir(tmp_path) == []

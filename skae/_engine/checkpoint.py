@@ -66,10 +66,14 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
 def _check_types(checkpoint: Checkpoint) -> None:
     """Refuse a checkpoint whose parts are not what a resume reads."""
     module = checkpoint.module
+    is_table = isinstance(module, dict)  # then its parts are checked too
     expected = [
-        (isinstance(module, dict), "module"),
-        (isinstance(module.get("tensors"), dict), "module tensors"),
-        (isinstance(module.get("attributes"), dict), "module attributes"),
+        (is_table, "module"),
+        (not is_table or isinstance(module.get("tensors"), dict), "module tensors"),
+        (
+            not is_table or isinstance(module.get("attributes"), dict),
+            "module attributes",
+        ),
         (isinstance(checkpoint.optimizer, dict), "optimizer"),
         (isinstance(checkpoint.loop, LoopState), "loop"),
         (isinstance(checkpoint.rng, np.random.RandomState), "rng"),
