@@ -113,3 +113,15 @@ def test_a_unit_that_went_quiet_is_pulled_back():
     pre = torch.tensor([[-25.0, 0.0]] * 8, requires_grad=True)
     rho_divergence(0.05, torch.sigmoid(pre).mean(dim=0), "kl").backward()
     assert pre.grad[:, 0].max() < -1e-3
+
+
+def test_divergences_match_their_closed_forms():
+    rho, rho_hat = 0.2, torch.tensor([0.5, 0.05, 0.2], dtype=torch.float64)
+    q = rho_hat.numpy()
+    kl = rho * np.log(rho / q) + (1 - rho) * np.log((1 - rho) / (1 - q))
+    assert float(rho_divergence(rho, rho_hat, "kl")) == pytest.approx(kl.sum(), 1e-12)
+    assert kl[0] == pytest.approx(0.19274475702175753)  # by hand, KL(0.2 || 0.5)
+    l1 = np.abs(rho - q).sum()
+    assert float(rho_divergence(rho, rho_hat, "l1")) == pytest.approx(l1, 1e-12)
+    l2 = np.square(rho - q).sum()
+    assert float(rho_divergence(rho, rho_hat, "l2")) == pytest.approx(l2, 1e-12)

@@ -38,9 +38,14 @@ def test_penalty_weights_each_activation_by_its_atom_norm(sparse_data):
 
 
 def test_codes_are_relu(sparse_data):
-    codes = fit(sparse_data, 0.3, max_iter=5).transform(sparse_data)
+    sae = fit(sparse_data, 0.3, max_iter=5)
+    codes = sae.transform(sparse_data)
     assert (codes >= 0).all()
     assert (codes == 0).mean() > 0.3
+    # activation_frequency_ is each latent's share of rows with a non-zero code.
+    np.testing.assert_allclose(
+        sae.activation_frequency_, (codes != 0).mean(axis=0), atol=1e-6
+    )
 
 
 def test_alpha_zero_is_a_plain_relu_autoencoder(sparse_data):
