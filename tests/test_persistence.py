@@ -192,6 +192,9 @@ def test_the_file_is_plain_safetensors_with_json_metadata(fitted, tmp_path):
     assert metadata["format"] == "skae.estimator" and metadata["format_version"] == "1"
     assert metadata["estimator_class"] == "KSparseAutoencoder"
     assert json.loads(metadata["estimator"])["__record__"] == "StoredEstimator"
+    # Which versions wrote it, for the bug reports of later ones.
+    assert metadata["skae_version"] == skae.__version__
+    assert metadata["torch_version"] == torch.__version__
     np.testing.assert_array_equal(atoms, fitted.module_.W_dec.detach().numpy())
 
 
@@ -303,9 +306,25 @@ def test_save_replaces_a_model_file_but_never_another_file(fitted, tmp_path):
     data = tmp_path / "X.npy"
     np.save(data, np.ones((3, 3)))
     before = data.read_bytes()
-    with pytest.raises(FileExistsError, match="not a skae model file"):
+    with pytest.raises(FileExistsError) as error:
         skae.save(fitted, data)
+    assert str(error.value) == (
+        f"{str(data)!r} exists and is not a skae model file; skae.save replaces "
+        "only its own files. Delete it or choose another path."
+    )
     assert data.read_bytes() == before
+    # A damaged safetensors file is not known to be a model either: kept.
+    damaged = tmp_path / "damaged.safetensors"
+    header = b'{"__metadata__": {"format": "skae.estimator"'  # cut short
+    damaged.write_bytes(len(header).to_bytes(8, "little") + header)
+    with pytest.raises(FileExistsError, match="is not a skae model file"):
+        skae.save(fitted, damaged)
+    with pytest.raises(ValueError) as error:
+        skae.load(damaged)
+    assert str(error.value).startswith(
+        f"{str(damaged)!r} is not a skae model file that loads: "
+    )
+    damaged.unlink()
     model_file = tmp_path / "model.skae"
     skae.save(KSparseAutoencoder(4, k=1), model_file)
     skae.save(fitted, model_file)
@@ -362,6 +381,9 @@ def test_a_file_claiming_a_huge_model_allocates_nothing(fitted, tmp_path):
     [
         (lambda t: t["fields"]["state"].update(transform=1), "'transform' cannot be"),
         (lambda t: t["fields"]["state"].update(_secret=1), "'_secret' cannot be set"),
+        (lambda t: t["fields"]["state"].update(_secret_=1), "'_secret_' cannot be"),
+        (lambda t: t["fields"]["state"].update(note=1), "'note' cannot be set"),
+        (lambda t: t["fields"]["state"].update(module_=1), "'module_' cannot be"),
         (lambda t: t["fields"].update(state=[1, 2]), "state is not a table"),
         (lambda t: t["fields"]["state"].update(device={"__device__": "x"}), "Runtime"),
     ],
