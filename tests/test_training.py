@@ -145,6 +145,28 @@ def test_failure_after_some_epochs_of_a_warm_fit_leaves_the_model_as_it_was(
     np.testing.assert_array_equal(sae.transform(sparse_data), codes)
 
 
+def test_ctrl_c_after_the_weights_became_nan_is_a_divergence_not_a_model(
+    sparse_data, monkeypatch
+):
+    # Interrupted with no best weights to fall back on and NaN weights: the
+    # fit must fail loudly rather than keep a model that answers NaN.
+    original, calls = skae._engine.training.train_epoch, []
+
+    def poisoned_then_interrupted(module, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            with torch.no_grad():
+                module.W_enc.fill_(float("nan"))
+            raise KeyboardInterrupt
+        return original(module, *args, **kwargs)
+
+    monkeypatch.setattr(skae._engine.training, "train_epoch", poisoned_then_interrupted)
+    sae = model(max_iter=10)
+    with pytest.raises(TrainingDivergedError, match="NaN or infinite in epoch 3"):
+        sae.fit(sparse_data)
+    assert not hasattr(sae, "module_")
+
+
 def test_running_out_of_epochs_warns_of_convergence(sparse_data):
     sae = KSparseAutoencoder(48, k=3, max_iter=2, random_state=0)
     with pytest.warns(ConvergenceWarning, match="max_iter=2"):

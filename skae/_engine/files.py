@@ -36,8 +36,6 @@ def _writer_pid(name: str, prefix: str) -> int | None:
 
 
 def _is_running(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
     try:
         # Signal 0 only asks whether the process exists. Not mutated: a
         # mutant's signal 1 would hang up the mutation runner itself.
