@@ -1,3 +1,6 @@
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
@@ -94,3 +97,15 @@ def validation_rows():
         return np.sort(permuted[: int(np.ceil(fraction * n_rows))])
 
     return rows
+
+
+@pytest.fixture
+def python_env():
+    """The environment for a Python subprocess that imports the skae these
+    tests import (a source tree or a mutation-testing copy, not only the
+    installed package)."""
+    import skae
+
+    root = str(Path(skae.__file__).resolve().parents[1])
+    paths = [root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}

@@ -524,7 +524,7 @@ KSparseAutoencoder(64, k=4, max_iter=5, checkpoint_path=sys.argv[1],
 """
 
 
-def test_sigkill_while_writing_leaves_the_last_whole_checkpoint(tmp_path):
+def test_sigkill_while_writing_leaves_the_last_whole_checkpoint(tmp_path, python_env):
     path = tmp_path / "run.ckpt"
     script = tmp_path / "writer.py"
     script.write_text(KILLED_WRITER)
@@ -534,7 +534,9 @@ def test_sigkill_while_writing_leaves_the_last_whole_checkpoint(tmp_path):
     from skae._engine.serialize import read_file
 
     n_tensors = len(read_file(one_epoch)[0])
-    killed = subprocess.run([sys.executable, str(script), str(path), str(n_tensors)])
+    killed = subprocess.run(
+        [sys.executable, str(script), str(path), str(n_tensors)], env=python_env
+    )
     assert killed.returncode == -signal.SIGKILL
     # The kill came in the middle of the second checkpoint: the first is whole.
     assert load_checkpoint(path).loop.history.n_epochs == 1

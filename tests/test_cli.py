@@ -148,7 +148,7 @@ def test_fit_every_model_the_command_offers(data_files, name, params, capsys):
     assert capsys.readouterr().out.startswith(f"{skae.cli.MODELS[name]}: 9 features")
 
 
-def test_python_dash_m_skae_is_the_command(model_file, capsys):
+def test_python_dash_m_skae_is_the_command(model_file, capsys, python_env):
     assert main(["info", str(model_file)]) == 0
     expected = capsys.readouterr().out
     ran = subprocess.run(
@@ -156,6 +156,7 @@ def test_python_dash_m_skae_is_the_command(model_file, capsys):
         capture_output=True,
         text=True,
         check=True,
+        env=python_env,
     )
     assert ran.stdout == expected
 
@@ -289,7 +290,7 @@ def test_saving_failure_is_one_line(data_files, monkeypatch, capsys):
     assert "cannot save" in err and "No space left on device" in err
 
 
-def test_huge_model_is_refused_on_one_line(data_files):
+def test_huge_model_is_refused_on_one_line(data_files, python_env):
     tmp, _ = data_files
     huge = ["fit", str(tmp / "X.npy"), "-p", "n_components=1000000000"]
     result = subprocess.run(
@@ -297,6 +298,7 @@ def test_huge_model_is_refused_on_one_line(data_files):
         capture_output=True,
         text=True,
         timeout=120,
+        env=python_env,
     )
     assert result.returncode == 1
     err = result.stderr.strip()

@@ -296,7 +296,7 @@ print(status("VmHWM") - before)
 """
 
 
-def resident_growth_of_memmap_fit(path, n_rows):
+def resident_growth_of_memmap_fit(path, n_rows, env):
     X = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n_rows, 64))
     for start in range(0, n_rows, 102_400):
         stop = min(start + 102_400, n_rows)
@@ -308,17 +308,22 @@ def resident_growth_of_memmap_fit(path, n_rows):
         capture_output=True,
         text=True,
         check=True,
+        env=env,
     )
     return int(out.stdout.split()[-1])
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
-def test_memmap_fit_resident_memory_does_not_grow_with_rows(tmp_path):
+def test_memmap_fit_resident_memory_does_not_grow_with_rows(tmp_path, python_env):
     # Resident memory counts the file pages a memmap maps in; the fit must
     # release them as it goes. A fixed overhead of a few chunk buffers is
     # expected; what must not appear is memory that scales with the file.
-    small = resident_growth_of_memmap_fit(tmp_path / "small.npy", 102_400)  # 25 MiB
-    large = resident_growth_of_memmap_fit(tmp_path / "large.npy", 409_600)  # 100 MiB
+    small = resident_growth_of_memmap_fit(
+        tmp_path / "small.npy", 102_400, python_env
+    )  # 25 MiB
+    large = resident_growth_of_memmap_fit(
+        tmp_path / "large.npy", 409_600, python_env
+    )  # 100 MiB
     mib = 2**20
     assert large < small + 25 * mib, f"{small / mib:.0f} MiB vs {large / mib:.0f} MiB"
     assert large < 75 * mib
