@@ -19,6 +19,7 @@ def models() -> dict:
     return {
         "ksparse": skae.KSparseAutoencoder(24, k=3, aux_k=4, max_iter=4),
         "ksparse-mp": skae.KSparseAutoencoder(24, k=3, encoder="mp", max_iter=3),
+        "ksparse-omp": skae.KSparseAutoencoder(24, k=3, encoder="omp", max_iter=3),
         "ksparse-batch": skae.KSparseAutoencoder(
             24, k=3, k_mode="batch", matryoshka_sizes=(8, 16), max_iter=3
         ),
@@ -34,6 +35,15 @@ def models() -> dict:
         "conv": skae.ConvSparseAutoencoder(
             image_shape=(4, 3), n_components=4, kernel_size=3, max_iter=3
         ),
+        "conv-l1": skae.ConvSparseAutoencoder(
+            image_shape=(4, 3), n_components=4, kernel_size=3, sparsity="l1", max_iter=3
+        ),
+        "conv-kl": skae.ConvSparseAutoencoder(
+            image_shape=(4, 3), n_components=4, kernel_size=3, sparsity="kl", max_iter=3
+        ),
+        "stacked-l1": skae.StackedSparseAutoencoder(
+            (16, 8), sparsity="l1", alpha=0.05, max_iter=3
+        ),
     }
 
 
@@ -48,6 +58,7 @@ def fitted(name: str, estimator, X):
         f"{name}/components": estimator.components_,
         f"{name}/codes": estimator.transform(X[:40]),
         f"{name}/loss": np.asarray(estimator.loss_curve_),
+        f"{name}/frequency": estimator.activation_frequency_,
     }
 
 
