@@ -41,8 +41,8 @@ from skae import KSparseAutoencoder
 from skae._engine.device import limited_threads, thread_budget
 from skae._engine.modules import LinearAutoencoder, TopKAutoencoder, tied_init
 from skae._engine.precision import products_in
+from skae._engine.rules import TopK
 from skae._engine.training import adam, train_epoch
-from skae._sparsity import TopK
 
 N_FEATURES, WIDTH, K = 256, 4096, 32
 LEARNING_RATE = 3e-3  # KSparseAutoencoder's default, for the bare step loops

@@ -729,12 +729,8 @@ class BaseSparseAutoencoder(
             self.__dict__.pop("validation_scores_", None)
             self.__dict__.pop("best_validation_score_", None)
         self._fitted_architecture = self._architecture()
-        atoms = self._atoms(module).detach().cpu().numpy()
+        atoms = module.atoms().detach().cpu().numpy()
         self.components_ = atoms.astype(_output_dtype(dtype))
-
-    def _atoms(self, module) -> torch.Tensor:
-        """The dictionary atoms in input space, one row per latent."""
-        return module.W_dec
 
     # ----------------------------------------------------------- inference
 
@@ -781,7 +777,7 @@ class BaseSparseAutoencoder(
                 f"inverse_transform got codes with {codes.shape[1]} columns, but "
                 f"{type(self).__name__} decodes {self._decoder_width()}."
             )
-        if sp.issparse(codes) and hasattr(self.module_, "decode_sparse"):
+        if sp.issparse(codes) and self.module_.decodes_sparse:
             decoded = self._decode_sparse(codes)
         else:
             decoded = self._map_batches(codes, _decode, self.n_features_in_)

@@ -13,7 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._base import BaseSparseAutoencoder
 from ._docs import fill_doc
 from ._engine.modules import ConvAutoencoder
-from ._sparsity import L1, TargetActivation, WinnerTakeAll
+from ._engine.rules import L1, TargetActivation, WinnerTakeAll
 
 
 @fill_doc
@@ -232,10 +232,6 @@ class ConvSparseAutoencoder(BaseSparseAutoencoder):
     def _set_fitted_state(self, module, optimizer, dtype, history, incremental):
         super()._set_fitted_state(module, optimizer, dtype, history, incremental)
         self.image_shape_ = module.image_shape
-
-    def _atoms(self, module) -> torch.Tensor:
-        # (n_components, channels, k, k) -> rows of (k, k, channels) images
-        return module.W_dec.permute(0, 2, 3, 1).flatten(1)
 
     # ------------------------------------------------------------- shapes
 

@@ -11,8 +11,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import BaseSparseAutoencoder
 from ._docs import fill_doc
-from ._engine.jumprelu import L0, JumpReLUAutoencoder
-from ._engine.modules import tied_init
+from ._engine.modules import LinearAutoencoder, tied_init
+from ._engine.rules import L0
 
 
 @fill_doc
@@ -164,7 +164,7 @@ class JumpReLUSparseAutoencoder(BaseSparseAutoencoder):
 
     def _make_module(self, n_features, mean, generator) -> torch.nn.Module:
         weights = tied_init(mean, self.n_components, generator)
-        return JumpReLUAutoencoder(
+        return LinearAutoencoder(
             weights, self._rule(), initial_threshold=self._initial_threshold()
         )
 

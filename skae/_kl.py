@@ -10,7 +10,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from ._base import BaseSparseAutoencoder
 from ._docs import fill_doc
 from ._engine.modules import LinearAutoencoder, uniform_init
-from ._sparsity import TargetActivation
+from ._engine.rules import TargetActivation
 
 
 @fill_doc

@@ -16,7 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._base import BaseSparseAutoencoder, _output_dtype
 from ._docs import fill_doc
 from ._engine.modules import TopKAutoencoder, tied_init
-from ._sparsity import TopK
+from ._engine.rules import TopK
 
 
 @fill_doc

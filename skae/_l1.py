@@ -10,7 +10,7 @@ from sklearn.utils._param_validation import Interval
 from ._base import BaseSparseAutoencoder
 from ._docs import fill_doc
 from ._engine.modules import LinearAutoencoder, tied_init
-from ._sparsity import L1
+from ._engine.rules import L1
 
 
 @fill_doc

@@ -20,8 +20,8 @@ from ._engine.modules import (
     tied_init,
     uniform_init,
 )
+from ._engine.rules import L1, TargetActivation, TopK
 from ._engine.training import StoppingRule, adam, train
-from ._sparsity import L1, TargetActivation, TopK
 
 # Per-layer parameters: the name, the sparsity rules it belongs to, its range.
 _PER_LAYER = {
@@ -402,11 +402,6 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
         super()._set_fitted_state(module, optimizer, dtype, history, incremental)
         if not incremental:
             self.pretrain_loss_curves_ = module.pretrain_loss_curves
-
-    def _atoms(self, module) -> torch.Tensor:
-        with torch.no_grad():
-            eye = torch.eye(module.n_components, device=module.layers[0].W_dec.device)
-            return module.decode(eye) - module.decode(torch.zeros_like(eye[:1]))
 
     # ------------------------------------------------------------- inference
 

@@ -10,7 +10,7 @@ from sklearn.pipeline import make_pipeline
 import skae._base
 import skae._engine.training
 from skae import ConvSparseAutoencoder
-from skae._sparsity import apply_cut, lifetime_cut, spatial_topk
+from skae._engine.rules import apply_cut, lifetime_cut, spatial_topk
 
 
 def model(**params):

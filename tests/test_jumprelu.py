@@ -9,7 +9,7 @@ import torch
 from sklearn.decomposition import PCA
 
 from skae import JumpReLUSparseAutoencoder
-from skae._engine.jumprelu import jump_relu, step
+from skae._engine.rules import jump_relu, step
 from skae.datasets import make_sparse_signals
 
 
@@ -101,8 +101,9 @@ def test_the_l0_penalty_trains_only_the_thresholds(sparse_data):
     module.zero_grad(set_to_none=True)
     x = torch.as_tensor(sparse_data[:200], dtype=torch.float32)
     pre = module.preactivate(x)
-    theta = module.threshold
-    penalty = module.l0_penalty(pre, theta)
+    theta = module.latent_threshold
+    codes = module.rule.activate(pre, theta)
+    penalty = module.rule.penalty(codes, module.W_dec, pre, theta)
     penalty.backward()
     pre, theta, penalty = pre.detach(), theta.detach(), penalty.detach()
     count = (pre > theta).sum(dim=1).double().mean()

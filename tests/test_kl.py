@@ -9,7 +9,7 @@ import torch
 from sklearn.decomposition import PCA
 
 from skae import KLSparseAutoencoder
-from skae._sparsity import rho_divergence
+from skae._engine.rules import rho_divergence
 from skae.metrics import atom_localization
 
 # The CS294A settings: 25 hidden units, rho = 0.01, sigmoid outputs.

@@ -93,10 +93,10 @@ def test_layer_weights_scale_each_layers_penalty(digits):
     module = sae.module_
     x = torch.as_tensor(X[:64], dtype=torch.float32)
     with torch.no_grad():
-        codes = module.encode_layers(x)
-        per_layer = [
-            layer.penalty(c) for layer, c in zip(module.layers, codes, strict=True)
-        ]
+        per_layer, codes = [], x
+        for layer in module.layers:
+            codes, sparsity = layer.encode_with_penalty(codes)
+            per_layer.append(sparsity + layer.weight_penalty())
         module.layer_weights = [2.0, 0.0]
         assert float(module(x).penalty) == pytest.approx(
             2 * float(per_layer[0]), rel=1e-5

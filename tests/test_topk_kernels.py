@@ -4,8 +4,14 @@ import pytest
 import torch
 
 from skae._engine import topk as topk_module
-from skae._engine.topk import latent_counts, sparse_decode, topk_encode
-from skae._sparsity import _group_size, largest_k, topk_relu
+from skae._engine.topk import (
+    _group_size,
+    largest_k,
+    latent_counts,
+    sparse_decode,
+    topk_encode,
+    topk_relu,
+)
 
 DEVICES = [
     "cpu",

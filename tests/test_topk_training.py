@@ -6,7 +6,7 @@ import torch
 
 from skae import KSparseAutoencoder
 from skae._engine.modules import LinearAutoencoder, TopKAutoencoder, tied_init
-from skae._sparsity import TopK
+from skae._engine.rules import TopK
 
 
 def twin_modules(n_features=12, width=40, k=5, input_scale=1.0, seed=0):

@@ -1,4 +1,4 @@
-"""Autoencoder modules."""
+"""Autoencoder modules, and the interface the estimators rely on."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .._sparsity import TopK, apply_cut, lifetime_cut
 from .precision import product
+from .rules import Rule, TopK, apply_cut, lifetime_cut
 from .topk import (
     batch_keep,
     latent_counts,
@@ -20,11 +20,22 @@ from .topk import (
 )
 
 
+class SparseCodes(NamedTuple):
+    """Top-k codes as the values and latent indices of each row's kept latents."""
+
+    values: Tensor
+    indices: Tensor
+
+    def detach(self) -> SparseCodes:
+        return SparseCodes(self.values.detach(), self.indices)
+
+
 class ForwardOutput(NamedTuple):
-    """What one forward pass produces."""
+    """What one forward pass produces: the codes are dense, or each row's
+    kept latents in top-k training."""
 
     reconstruction: Tensor
-    codes: Tensor
+    codes: Tensor | SparseCodes
     penalty: Tensor
 
 
@@ -37,12 +48,56 @@ class Weights(NamedTuple):
     b_dec: Tensor
 
 
-def measure(module: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-    """``module``'s activity per latent summed over the rows of ``x``, and its
-    squared reconstruction error summed over them, in float64."""
-    codes = module.encode(x)
-    error = (module.decode(codes) - x).square().sum(dtype=torch.float64)
-    return module.activity_sum(codes), error
+class Autoencoder(nn.Module):
+    """What the estimators and the training loop use of a module.
+
+    ``forward`` gives the reconstruction, the codes and the penalty the loss
+    adds; ``encode`` and ``decode`` are inference's; ``activity_sum`` and
+    ``measure`` gather ``activation_frequency_``; ``before_step`` and
+    ``after_step`` run around every optimizer step (for constraints on the
+    weights); ``atoms`` are the dictionary in input space, one per latent.
+    """
+
+    #: Whether :meth:`decode_sparse` decodes CSR codes reading only the
+    #: stored codes' atoms.
+    decodes_sparse = False
+
+    @property
+    def n_components(self) -> int:
+        raise NotImplementedError
+
+    def encode(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def decode(self, codes: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def decode_sparse(self, values: Tensor, indices: Tensor, offsets: Tensor) -> Tensor:
+        """:meth:`decode` of codes in CSR form: row ``i`` holds
+        ``values[offsets[i]:offsets[i + 1]]`` at columns ``indices[...]``
+        (``offsets`` without its last entry)."""
+        raise NotImplementedError
+
+    def activity_sum(self, codes: Tensor) -> Tensor:
+        """Every latent's activity summed over the rows of ``codes``."""
+        raise NotImplementedError
+
+    def measure(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Every latent's activity summed over the rows of ``x``, and the
+        squared reconstruction error of all of them, in float64."""
+        codes = self.encode(x)
+        error = (self.decode(codes) - x).square().sum(dtype=torch.float64)
+        return self.activity_sum(codes), error
+
+    def atoms(self) -> Tensor:
+        """The dictionary atoms in input space, one row per latent."""
+        return self.W_dec
+
+    def before_step(self) -> None:
+        """Called after the backward pass, before the optimizer's step."""
+
+    def after_step(self) -> None:
+        """Called after the optimizer's step."""
 
 
 def tied_init(mean: Tensor, n_components: int, generator: torch.Generator) -> Weights:
@@ -81,7 +136,7 @@ def uniform_init(
     )
 
 
-class LinearAutoencoder(nn.Module):
+class LinearAutoencoder(Autoencoder):
     """One-layer sparse autoencoder.
 
     ``codes = rule.activate((x - b_dec) @ W_enc.T + b_enc)`` (without the
@@ -93,8 +148,8 @@ class LinearAutoencoder(nn.Module):
     ----------
     weights : Weights
         Initial weights, from :func:`tied_init` or :func:`uniform_init`.
-    rule : object
-        A sparsity rule from :mod:`skae._sparsity`.
+    rule : Rule
+        A sparsity rule from :mod:`skae._engine.rules`.
     unit_norm_atoms : bool
         Keep every atom at unit L2 norm through training.
     center_input : bool
@@ -106,18 +161,25 @@ class LinearAutoencoder(nn.Module):
     input_scale : float
         The module works on ``x * input_scale`` and reconstructs in the
         input's own units (``normalize_input``); 1 leaves ``x`` as it is.
+    initial_threshold : float, optional
+        For a rule that learns thresholds, every latent's first threshold;
+        the module learns their logarithms (``log_threshold``), which keeps
+        them positive.
     """
+
+    decodes_sparse = True
 
     def __init__(
         self,
         weights: Weights,
-        rule,
+        rule: Rule,
         *,
         unit_norm_atoms: bool = True,
         center_input: bool = True,
         output_activation: str = "identity",
         weight_decay: float = 0.0,
         input_scale: float = 1.0,
+        initial_threshold: float | None = None,
     ) -> None:
         super().__init__()
         self.rule = rule
@@ -130,10 +192,18 @@ class LinearAutoencoder(nn.Module):
         self.b_enc = nn.Parameter(weights.b_enc.float())
         self.W_dec = nn.Parameter(weights.W_dec.float())
         self.b_dec = nn.Parameter(weights.b_dec.float())
+        if rule.learns_thresholds:
+            first = math.log(initial_threshold)
+            self.log_threshold = nn.Parameter(torch.full((self.n_components,), first))
 
     @property
     def n_components(self) -> int:
         return self.W_dec.shape[0]
+
+    @property
+    def latent_threshold(self) -> Tensor | None:
+        """Every latent's learned threshold, or None for a rule without."""
+        return self.log_threshold.exp() if self.rule.learns_thresholds else None
 
     def scaled(self, x: Tensor) -> Tensor:
         return x if self.input_scale == 1.0 else x * self.input_scale
@@ -148,17 +218,20 @@ class LinearAutoencoder(nn.Module):
         return product(torch.addmm, self.b_enc, x, self.W_enc.T)
 
     def encode(self, x: Tensor) -> Tensor:
-        return self.rule.activate(self.preactivate(x))
+        return self.rule.activate(self.preactivate(x), self.latent_threshold)
+
+    def encode_with_penalty(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The codes of ``x`` and their sparsity penalty."""
+        pre = self.preactivate(x)
+        threshold = self.latent_threshold
+        codes = self.rule.activate(pre, threshold)
+        return codes, self.rule.penalty(codes, self.W_dec, pre, threshold)
 
     def decode(self, codes: Tensor) -> Tensor:
         reconstruction = product(torch.addmm, self.b_dec, codes, self.W_dec)
         return self._output(reconstruction)
 
     def decode_sparse(self, values: Tensor, indices: Tensor, offsets: Tensor) -> Tensor:
-        """:meth:`decode` of codes given in CSR form: row ``i`` holds
-        ``values[offsets[i]:offsets[i + 1]]`` at columns ``indices[...]``
-        (``offsets`` without its last entry). Only the stored codes' atoms
-        are read."""
         reconstruction = nn.functional.embedding_bag(
             indices, self.W_dec, offsets, mode="sum", per_sample_weights=values
         )
@@ -169,9 +242,6 @@ class LinearAutoencoder(nn.Module):
             reconstruction = torch.sigmoid(reconstruction)
         return self.unscaled(reconstruction)
 
-    def sparsity_penalty(self, codes: Tensor) -> Tensor:
-        return self.rule.penalty(codes, self.W_dec)
-
     def weight_penalty(self) -> Tensor:
         """``weight_decay / 2 * (||W_enc||^2 + ||W_dec||^2)``."""
         if not self.weight_decay:
@@ -179,21 +249,13 @@ class LinearAutoencoder(nn.Module):
         squares = self.W_enc.square().sum() + self.W_dec.square().sum()
         return 0.5 * self.weight_decay * squares
 
-    def penalty(self, codes: Tensor) -> Tensor:
-        return self.sparsity_penalty(codes) + self.weight_penalty()
-
     def forward(self, x: Tensor) -> ForwardOutput:
-        codes = self.encode(x)
-        return ForwardOutput(self.decode(codes), codes, self.penalty(codes))
+        codes, penalty = self.encode_with_penalty(x)
+        penalty = penalty + self.weight_penalty()
+        return ForwardOutput(self.decode(codes), codes, penalty)
 
     def activity_sum(self, codes: Tensor) -> Tensor:
-        """Every latent's activity summed over the rows of ``codes``."""
         return self.rule.activity(codes).sum(dim=0)
-
-    def measure(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Every latent's activity summed over the rows of ``x``, and the
-        squared reconstruction error of all of them (in float64)."""
-        return measure(self, x)
 
     @torch.no_grad()
     def before_step(self) -> None:
@@ -207,16 +269,6 @@ class LinearAutoencoder(nn.Module):
         """Put the atoms back on the unit sphere after the optimizer moved them."""
         if self.unit_norm_atoms:
             self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
-
-
-class SparseCodes(NamedTuple):
-    """Top-k codes as the values and latent indices of each row's kept latents."""
-
-    values: Tensor
-    indices: Tensor
-
-    def detach(self) -> SparseCodes:
-        return SparseCodes(self.values.detach(), self.indices)
 
 
 PURSUITS = {"mp": matching_pursuit, "omp": orthogonal_matching_pursuit}
@@ -370,9 +422,9 @@ class TopKAutoencoder(LinearAutoencoder):
 
     def forward(self, x: Tensor) -> ForwardOutput:
         if not self.training:
-            out = super().forward(x)
-            penalty = out.penalty + self.prefix_penalty(x, out.codes)
-            return ForwardOutput(out.reconstruction, out.codes, penalty)
+            codes = self.encode(x)
+            penalty = self.weight_penalty() + self.prefix_penalty(x, codes)
+            return ForwardOutput(self.decode(codes), codes, penalty)
         centered = self._centered(x)
         codes = self.sparse_codes(centered)
         reconstruction = sparse_decode(
@@ -473,7 +525,7 @@ class TopKAutoencoder(LinearAutoencoder):
         return copy
 
 
-class StackedAutoencoder(nn.Module):
+class StackedAutoencoder(Autoencoder):
     """Sparse autoencoder layers stacked: encode through all, decode back.
 
     Layer ``i`` encodes the codes of layer ``i - 1``; decoding runs the
@@ -507,20 +559,21 @@ class StackedAutoencoder(nn.Module):
         return codes
 
     def forward(self, x: Tensor) -> ForwardOutput:
-        codes = self.encode_layers(x)
-        penalty = sum(
-            weight * layer.sparsity_penalty(layer_codes) + layer.weight_penalty()
-            for weight, layer, layer_codes in zip(
-                self.layer_weights, self.layers, codes, strict=True
-            )
-        )
-        return ForwardOutput(self.decode(codes[-1]), codes[-1], penalty)
+        penalty = 0
+        for weight, layer in zip(self.layer_weights, self.layers, strict=True):
+            x, sparsity = layer.encode_with_penalty(x)
+            penalty = penalty + (weight * sparsity + layer.weight_penalty())
+        return ForwardOutput(self.decode(x), x, penalty)
 
     def activity_sum(self, codes: Tensor) -> Tensor:
         return self.layers[-1].activity_sum(codes)
 
-    def measure(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return measure(self, x)
+    @torch.no_grad()
+    def atoms(self) -> Tensor:
+        """The decodings of the last layer's one-hot codes, less the
+        decoding of zero codes: what each latent adds in input space."""
+        eye = torch.eye(self.n_components, device=self.layers[0].W_dec.device)
+        return self.decode(eye) - self.decode(torch.zeros_like(eye[:1]))
 
     def before_step(self) -> None:
         for layer in self.layers:
@@ -531,7 +584,7 @@ class StackedAutoencoder(nn.Module):
             layer.after_step()
 
 
-class ConvAutoencoder(nn.Module):
+class ConvAutoencoder(Autoencoder):
     """Convolutional sparse autoencoder over flattened (height, width, channels)
     images: a 'same' convolution into feature maps, a sparsity rule on the
     maps, and the transposed convolution back.
@@ -587,9 +640,6 @@ class ConvAutoencoder(nn.Module):
     def padding(self) -> tuple[int, int]:
         return self.W_dec.shape[2] // 2, self.W_dec.shape[3] // 2
 
-    def _lifetime(self) -> float:
-        return getattr(self.rule, "lifetime_sparsity", 1.0)
-
     def features(self, x: Tensor) -> Tensor:
         """Maps with the rule's per-image sparsity only: (n, maps, h, w)."""
         height, width, channels = self.image_shape
@@ -603,10 +653,10 @@ class ConvAutoencoder(nn.Module):
     def maps(self, x: Tensor) -> Tensor:
         """Maps as the decoder sees them, lifetime sparsity included."""
         maps = self.features(x)
-        if self._lifetime() >= 1.0:
+        if self.rule.lifetime_sparsity >= 1.0:
             return maps
         if self.training:
-            cut = lifetime_cut(maps.detach(), self._lifetime())
+            cut = lifetime_cut(maps.detach(), self.rule.lifetime_sparsity)
             with torch.no_grad():
                 first = torch.isinf(self.lifetime_cut)
                 self.lifetime_cut.copy_(
@@ -640,8 +690,9 @@ class ConvAutoencoder(nn.Module):
         penalty = self.rule.penalty(self.rule.reduce_maps(maps), self.W_dec.flatten(1))
         return ForwardOutput(self.decode(maps.flatten(1)), maps.flatten(1), penalty)
 
-    def measure(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return measure(self, x)
+    def atoms(self) -> Tensor:
+        """Filters (maps, channels, k, k) as rows of (k, k, channels) images."""
+        return self.W_dec.permute(0, 2, 3, 1).flatten(1)
 
     def activity_sum(self, codes: Tensor) -> Tensor:
         """Per map, the rule's activity of its summary, summed over images."""
