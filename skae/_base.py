@@ -8,7 +8,6 @@ import json
 import math
 import os
 import warnings
-from abc import abstractmethod
 from collections.abc import Iterable
 from contextlib import contextmanager
 from numbers import Integral, Real
@@ -60,6 +59,7 @@ from ._engine.distributed import (
 )
 from ._engine.files import check_writable_folder
 from ._engine.precision import PRECISIONS, products_in, resolve_precision
+from ._engine.rules import Rule
 from ._engine.serialize import module_state, restore_module
 from ._engine.training import (
     LoopState,
@@ -69,6 +69,7 @@ from ._engine.training import (
     snapshot,
     train,
 )
+from ._rules import KINDS, Kind
 
 _FLOATS = (np.float64, np.float32)
 
@@ -179,11 +180,35 @@ class BaseSparseAutoencoder(
 
     # ------------------------------------------------------------------ hooks
 
-    @abstractmethod
+    #: The sparsity kind of a one-layer estimator: a name in
+    #: :data:`skae._rules.KINDS`.
+    _sparsity_kind: str = ""
+
+    def _kind(self) -> Kind:
+        """The sparsity kind whose rule and layers this estimator builds."""
+        return KINDS[self._sparsity_kind]
+
+    def _settings(self) -> dict:
+        """The values the kind reads for the rule and the module, by name."""
+        return self.get_params(deep=False)
+
+    def _rule(self) -> Rule:
+        """The sparsity rule these parameters ask for."""
+        return self._kind().rule(self._settings())
+
     def _make_module(
         self, n_features: int, mean: torch.Tensor, generator: torch.Generator
     ) -> torch.nn.Module:
-        """The untrained torch module for data with ``n_features`` columns."""
+        """The untrained torch module for data with ``n_features`` columns,
+        whose input mean is ``mean``."""
+        return self._kind().layer(
+            self._rule(),
+            n_features,
+            self.n_components,
+            mean,
+            generator,
+            self._settings(),
+        )
 
     def _empty_module(self, n_features: int) -> torch.nn.Module:
         """A module of the shape these parameters give for ``n_features``
@@ -214,12 +239,10 @@ class BaseSparseAutoencoder(
         """Check parameter combinations that constraints cannot express."""
 
     def _update_module(self, module: torch.nn.Module) -> None:
-        """Apply parameters changed since the last fit before training on.
-
-        ``warm_start`` and ``partial_fit`` continue the fitted module; a
-        subclass whose module holds parameter values (such as ``k``) sets
-        them from ``self`` here.
-        """
+        """Apply parameters changed since the last fit before training on:
+        ``warm_start`` and ``partial_fit`` continue the fitted module, with
+        the rule and settings the parameters now give."""
+        self._kind().update(module, self._rule(), self._settings())
 
     def _architecture(self) -> dict:
         """The parameters that fix the module's shape, by name."""

@@ -13,7 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._base import BaseSparseAutoencoder
 from ._docs import fill_doc
 from ._engine.modules import ConvAutoencoder
-from ._engine.rules import L1, TargetActivation, WinnerTakeAll
+from ._rules import KINDS, Kind
 
 
 @fill_doc
@@ -208,12 +208,8 @@ class ConvSparseAutoencoder(BaseSparseAutoencoder):
             **shape,
         }
 
-    def _rule(self):
-        if self.sparsity == "wta":
-            return WinnerTakeAll(self.k, self.lifetime_sparsity)
-        if self.sparsity == "l1":
-            return L1(self.alpha)
-        return TargetActivation(self.sparsity_target, self.sparsity_weight)
+    def _kind(self) -> Kind:
+        return KINDS[self.sparsity]
 
     def _update_module(self, module) -> None:
         module.rule = self._rule()

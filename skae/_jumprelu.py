@@ -11,8 +11,6 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import BaseSparseAutoencoder
 from ._docs import fill_doc
-from ._engine.modules import LinearAutoencoder, tied_init
-from ._engine.rules import L0
 
 
 @fill_doc
@@ -121,6 +119,8 @@ class JumpReLUSparseAutoencoder(BaseSparseAutoencoder):
     True
     """
 
+    _sparsity_kind = "jumprelu"
+
     _parameter_constraints: dict = {
         **BaseSparseAutoencoder._parameter_constraints,
         "n_components": [Interval(Integral, 1, None, closed="left")],
@@ -156,22 +156,11 @@ class JumpReLUSparseAutoencoder(BaseSparseAutoencoder):
     ):
         self._store_params(locals())
 
-    def _rule(self) -> L0:
-        return L0(self.sparsity_weight, self.bandwidth)
-
-    def _update_module(self, module) -> None:
-        module.rule = self._rule()
-
-    def _make_module(self, n_features, mean, generator) -> torch.nn.Module:
-        weights = tied_init(mean, self.n_components, generator)
-        return LinearAutoencoder(
-            weights, self._rule(), initial_threshold=self._initial_threshold()
-        )
-
-    def _initial_threshold(self) -> float:
-        if self.initial_threshold == "auto":
-            return max(math.sqrt(self.sparsity_weight), 1e-3)
-        return self.initial_threshold
+    def _settings(self) -> dict:
+        threshold = self.initial_threshold
+        if threshold == "auto":
+            threshold = max(math.sqrt(self.sparsity_weight), 1e-3)
+        return {**super()._settings(), "initial_threshold": threshold}
 
     def _set_fitted_state(self, module, optimizer, dtype, history, incremental):
         super()._set_fitted_state(module, optimizer, dtype, history, incremental)

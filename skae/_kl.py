@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from numbers import Integral, Real
 
-import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
 from ._base import BaseSparseAutoencoder
 from ._docs import fill_doc
-from ._engine.modules import LinearAutoencoder, uniform_init
-from ._engine.rules import TargetActivation
 
 
 @fill_doc
@@ -92,6 +89,8 @@ class KLSparseAutoencoder(BaseSparseAutoencoder):
     (2000, 25)
     """
 
+    _sparsity_kind = "kl"
+
     _parameter_constraints: dict = {
         **BaseSparseAutoencoder._parameter_constraints,
         "n_components": [Interval(Integral, 1, None, closed="left")],
@@ -127,28 +126,3 @@ class KLSparseAutoencoder(BaseSparseAutoencoder):
         checkpoint_interval=1,
     ):
         self._store_params(locals())
-
-    def _rule(self) -> TargetActivation:
-        return TargetActivation(
-            self.sparsity_target, self.sparsity_weight, self.sparsity_loss
-        )
-
-    def _update_module(self, module) -> None:
-        module.rule = self._rule()
-        module.weight_decay = self.weight_decay
-        module.output_activation = self.output_activation
-
-    def _make_module(self, n_features, mean, generator) -> torch.nn.Module:
-        weights = uniform_init(
-            n_features, self.n_components, generator, rho=self.sparsity_target
-        )
-        if self.output_activation == "identity":
-            weights = weights._replace(b_dec=mean.float())
-        return LinearAutoencoder(
-            weights,
-            self._rule(),
-            unit_norm_atoms=False,
-            center_input=False,
-            output_activation=self.output_activation,
-            weight_decay=self.weight_decay,
-        )

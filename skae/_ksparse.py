@@ -16,7 +16,6 @@ from sklearn.utils.validation import check_is_fitted
 from ._base import BaseSparseAutoencoder, _output_dtype
 from ._docs import fill_doc
 from ._engine.modules import TopKAutoencoder, tied_init
-from ._engine.rules import TopK
 
 
 @fill_doc
@@ -153,6 +152,8 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
     8
     """
 
+    _sparsity_kind = "topk"
+
     _parameter_constraints: dict = {
         **BaseSparseAutoencoder._parameter_constraints,
         "n_components": [Interval(Integral, 1, None, closed="left")],
@@ -241,7 +242,7 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
         return self.k_mode if self.encoder == "linear" else self.encoder
 
     def _update_module(self, module) -> None:
-        module.rule = TopK(self.k)
+        module.rule = self._rule()
         module.aux_k = self._aux_k(module.W_dec.shape[1])
         module.aux_coef = self.aux_k_coef
         module.selection = self._selection()

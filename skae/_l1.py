@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from numbers import Integral, Real
 
-import torch
 from sklearn.utils._param_validation import Interval
 
 from ._base import BaseSparseAutoencoder
 from ._docs import fill_doc
-from ._engine.modules import LinearAutoencoder, tied_init
-from ._engine.rules import L1
 
 
 @fill_doc
@@ -76,6 +73,8 @@ class L1SparseAutoencoder(BaseSparseAutoencoder):
     True
     """
 
+    _sparsity_kind = "l1"
+
     _parameter_constraints: dict = {
         **BaseSparseAutoencoder._parameter_constraints,
         "n_components": [Interval(Integral, 1, None, closed="left")],
@@ -103,10 +102,3 @@ class L1SparseAutoencoder(BaseSparseAutoencoder):
         checkpoint_interval=1,
     ):
         self._store_params(locals())
-
-    def _update_module(self, module) -> None:
-        module.rule = L1(self.alpha)
-
-    def _make_module(self, n_features, mean, generator) -> torch.nn.Module:
-        weights = tied_init(mean, self.n_components, generator)
-        return LinearAutoencoder(weights, L1(self.alpha), unit_norm_atoms=False)

@@ -17,19 +17,22 @@ from ._engine.distributed import current_world
 from ._engine.modules import (
     LinearAutoencoder,
     StackedAutoencoder,
-    tied_init,
-    uniform_init,
 )
-from ._engine.rules import L1, TargetActivation, TopK
 from ._engine.training import StoppingRule, adam, train
+from ._rules import KINDS, Kind
 
-# Per-layer parameters: the name, the sparsity rules it belongs to, its range.
+#: The sparsity kinds a stack's layers may have.
+_SPARSITY = ("kl", "l1", "topk")
+
+#: Parameters with a value per layer, and their ranges: every kind's, and
+#: the layers' weights.
 _PER_LAYER = {
-    "sparsity_target": ("kl", Interval(Real, 0, 1, closed="neither")),
-    "sparsity_weight": ("kl", Interval(Real, 0, None, closed="left")),
-    "alpha": ("l1", Interval(Real, 0, None, closed="left")),
-    "k": ("topk", Interval(Integral, 1, None, closed="left")),
-    "layer_weights": (None, Interval(Real, 0, None, closed="left")),
+    **{
+        name: interval
+        for kind in _SPARSITY
+        for name, interval in KINDS[kind].parameters.items()
+    },
+    "layer_weights": Interval(Real, 0, None, closed="left"),
 }
 
 
@@ -133,10 +136,8 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
     _parameter_constraints: dict = {
         **BaseSparseAutoencoder._parameter_constraints,
         "hidden_layer_sizes": ["array-like"],
-        "sparsity": [StrOptions({"kl", "l1", "topk"})],
-        **{
-            name: [interval, "array-like"] for name, (_, interval) in _PER_LAYER.items()
-        },
+        "sparsity": [StrOptions(set(_SPARSITY))],
+        **{name: [interval, "array-like"] for name, interval in _PER_LAYER.items()},
         "layer_weights": [Interval(Real, 0, None, closed="left"), "array-like", None],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "output_activation": [StrOptions({"identity", "sigmoid"})],
@@ -212,7 +213,7 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
                     f"{name} has {np.size(value)} values but hidden_layer_sizes has "
                     f"{n_layers} layers; give one value, or one per layer."
                 )
-            interval = _PER_LAYER[name][1]
+            interval = _PER_LAYER[name]
             for item in np.ravel(value):
                 if not (interval.is_satisfied_by(item) and np.isfinite(item)):
                     raise ValueError(
@@ -256,36 +257,23 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
 
     # --------------------------------------------------------------- modules
 
-    def _layer_rule(self, i: int):
-        if self.sparsity == "kl":
-            return TargetActivation(
-                float(self._per_layer("sparsity_target")[i]),
-                float(self._per_layer("sparsity_weight")[i]),
-            )
-        if self.sparsity == "l1":
-            return L1(float(self._per_layer("alpha")[i]))
-        return TopK(int(self._per_layer("k")[i]))
+    def _kind(self) -> Kind:
+        return KINDS[self.sparsity]
 
-    def _make_layer(self, i, n_inputs, width, mean, generator) -> LinearAutoencoder:
-        rule = self._layer_rule(i)
-        if self.sparsity != "kl":
-            weights = tied_init(mean, width, generator)
-            topk = self.sparsity == "topk"
-            return LinearAutoencoder(weights, rule, unit_norm_atoms=topk)
+    def _layer_rule(self, i: int):
+        kind = self._kind()
+        return kind.rule({name: self._per_layer(name)[i] for name in kind.parameters})
+
+    def _layer_settings(self, i: int) -> dict:
         # Inner layers reconstruct the codes below them linearly: sigmoid
         # outputs there stall end-to-end training of deep stacks.
         output = self.output_activation if i == 0 else "identity"
-        weights = uniform_init(n_inputs, width, generator, rho=rule.rho)
-        if output == "identity":
-            weights = weights._replace(b_dec=mean.float())
-        return LinearAutoencoder(
-            weights,
-            rule,
-            unit_norm_atoms=False,
-            center_input=False,
-            output_activation=output,
-            weight_decay=self.weight_decay,
-        )
+        return {**self._settings(), "output_activation": output}
+
+    def _make_layer(self, i, n_inputs, width, mean, generator) -> LinearAutoencoder:
+        settings = self._layer_settings(i)
+        rule = self._layer_rule(i)
+        return self._kind().layer(rule, n_inputs, width, mean, generator, settings)
 
     def _module_skeleton(self, n_features: int) -> StackedAutoencoder:
         generator = torch.Generator()
@@ -313,11 +301,7 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
 
     def _update_module(self, module) -> None:
         for i, layer in enumerate(module.layers):
-            layer.rule = self._layer_rule(i)
-            if self.sparsity == "kl":
-                layer.weight_decay = self.weight_decay
-        if self.sparsity == "kl":
-            module.layers[0].output_activation = self.output_activation
+            self._kind().update(layer, self._layer_rule(i), self._layer_settings(i))
         module.layer_weights = self._layer_weights()
 
     def _initial_module(self, source, train_rows, rng, device, *, pretrain):
