@@ -10,6 +10,7 @@ import os
 import warnings
 from collections.abc import Iterable
 from contextlib import contextmanager
+from dataclasses import dataclass
 from numbers import Integral, Real
 from pathlib import Path
 from typing import NamedTuple
@@ -62,10 +63,13 @@ from ._engine.precision import PRECISIONS, products_in, resolve_precision
 from ._engine.rules import Rule
 from ._engine.serialize import module_state, restore_module
 from ._engine.training import (
+    Callback,
     LoopState,
+    Progress,
     StoppingRule,
     adam,
     all_latents_dead,
+    record_partial_epoch,
     snapshot,
     train,
 )
@@ -85,6 +89,83 @@ class _Outcome(NamedTuple):
     history: object
     max_epochs: int
     explained_variance: float | None  # on the training rows, after training
+
+
+@dataclass
+class _Run:
+    """What one training call decided before building its module."""
+
+    rng: np.random.RandomState
+    device: torch.device
+    source: RowSource
+    split: tuple  # all training rows and the validation rows (or None)
+    train_rows: object  # this process's share of the training rows
+    rule: StoppingRule
+    single_pass: bool  # partial_fit's one pass
+    resumed: Checkpoint | None
+    loop: LoopState
+    checkpoint_file: Path | None  # None when this call writes none
+    fingerprint: dict | None
+    activity: torch.Tensor | None = None  # per latent, summed over steps
+
+
+class _KeptState:
+    """A fitted module's weights and settings, to put back if a call that
+    continues it fails."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module = module
+        self.attributes = _plain_attributes(module)
+        self.state = snapshot(module)
+
+    def restore(self) -> None:
+        self.module.load_state_dict(self.state)
+        for submodule, attributes in self.attributes:
+            vars(submodule).update(attributes)
+
+
+class _Checkpointer(Callback):
+    """Writes a run's checkpoints: every ``checkpoint_interval`` epochs, or
+    that share of an epoch's steps apart, and after the last epoch."""
+
+    def __init__(self, estimator, run: _Run, module, optimizer) -> None:
+        self.run, self.module, self.optimizer = run, module, optimizer
+        self.interval = estimator.checkpoint_interval
+        self.step_interval = estimator._checkpoint_steps(len(run.train_rows))
+
+    def on_step_end(self, state: LoopState, step) -> None:
+        if not self.step_interval or step.last or step.steps % self.step_interval:
+            return
+        record_partial_epoch(state, step, self.module, self.optimizer)
+        self.on_epoch_end(state)
+
+    def on_epoch_end(self, state: LoopState) -> None:
+        epochs = state.history.n_epochs
+        last = state.history.converged or epochs >= self.run.rule.max_epochs
+        if not is_main_process():
+            return
+        due = state.partial is not None or self.interval < 1
+        if not (due or last or epochs % self.interval == 0):
+            return
+        checkpoint = Checkpoint(
+            module_state(self.module),
+            self.optimizer.state_dict(),
+            state,
+            self.run.rng,
+            self.run.split,
+            self.run.fingerprint,
+        )
+        path = self.run.checkpoint_file
+        try:
+            save_checkpoint(path, checkpoint)
+        except (OSError, RuntimeError) as exc:
+            # A full disk should not end a long run: warn, go on.
+            warnings.warn(
+                f"Could not write the checkpoint after epoch {epochs} to "
+                f"{str(path)!r}: {exc}",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
 
 def _sums(source, rows) -> tuple:
@@ -355,6 +436,42 @@ class BaseSparseAutoencoder(
             raise
 
     def _train(self, X, *, incremental: bool, single_pass: bool = False) -> _Outcome:
+        run = self._plan_run(X, incremental, single_pass)
+        work = self._batch_work(self.batch_size, run.source.n_features)
+        products = resolve_precision(self.precision, run.device)
+        with limited_threads(work), products_in(products):
+            module, kept = self._start_module(run, incremental)
+            optimizer = self._make_optimizer(
+                module,
+                run.resumed.optimizer
+                if run.resumed is not None
+                else self._saved_optimizer(incremental),
+            )
+            run.activity = torch.zeros(module.n_components, device=run.device)
+            try:
+                history = self._run_loop(run, module, optimizer)
+                statistics = self._statistics(run, module, history)
+            except BaseException:
+                # A failed call leaves a continued model exactly as it was.
+                if kept is not None:
+                    kept.restore()
+                raise
+        self._set_fitted_state(module, optimizer, X.dtype, history, incremental)
+        self._random_state = run.rng
+        activity, n_rows, error, data = statistics
+        self.activation_frequency_ = (activity / n_rows).cpu().numpy()
+        self.n_dead_components_ = int(np.sum(self.activation_frequency_ == 0))
+        score = None
+        if error is not None:
+            col_sum, squares, n = data
+            total = squares - float(col_sum @ col_sum) / n
+            score = 1.0 - error / total if total > 0 else float(error == 0.0)
+        return _Outcome(history, run.rule.max_epochs, score)
+
+    def _plan_run(self, X, incremental: bool, single_pass: bool) -> _Run:
+        """Everything a training call decides before it builds a module: the
+        random stream, the device, the rows and their split, and the
+        checkpoint it resumes or will write."""
         # Continuing a model continues its random stream too, so successive
         # partial_fit calls do not all shuffle alike.
         rng = getattr(self, "_random_state", None) if incremental else None
@@ -370,120 +487,114 @@ class BaseSparseAutoencoder(
             path = self._checkpoint_file(fingerprint)
             check_writable_folder(path, "checkpoint_path")
         self._check_memory(source, device, incremental)
-        train_rows, val_rows = self._split_rows(source, rng, single_pass)
+        split = self._split_rows(source, rng, single_pass)
         if checkpoints:
             resumed = self._resumed_checkpoint(path, fingerprint)
-        loop = LoopState() if resumed is None else resumed.loop
         if resumed is not None:
             # The saved rows, not a new draw: with random_state=None the split
             # would differ, and validation rows would become training rows.
-            train_rows, val_rows = resumed.rows
-        split = (train_rows, val_rows)
-        train_rows = self._share_of(train_rows)
-        work = self._batch_work(self.batch_size, source.n_features)
-        products = resolve_precision(self.precision, device)
-        with limited_threads(work), products_in(products):
-            if incremental:
-                module = self.module_.to(device)
-                start_attributes = _plain_attributes(module)
-                self._update_module(module)
-                start_state = snapshot(module)
-            elif resumed is not None:
-                skeleton = self._empty_module(source.n_features)
-                module = restore_module(skeleton, resumed.module).to(device)
-                self._update_module(module)
-                rng = resumed.rng
-            else:
-                module = self._initial_module(
-                    source, train_rows, rng, device, pretrain=not single_pass
-                )
-            saved = self._saved_optimizer(incremental)
-            if resumed is not None:
-                saved = resumed.optimizer
-            optimizer = self._make_optimizer(module, saved)
+            split, rng = resumed.rows, resumed.rng
+        rule = StoppingRule(
+            1 if single_pass else self._training_epochs(),
+            self.tol,
+            self.n_iter_no_change,
+        )
+        return _Run(
+            rng,
+            device,
+            source,
+            split,
+            self._share_of(split[0]),
+            rule,
+            single_pass,
+            resumed,
+            LoopState() if resumed is None else resumed.loop,
+            path if checkpoints else None,
+            fingerprint,
+        )
 
-            def train_batches():
-                if loop.partial is not None:  # replay the epoch saved part-way
-                    rng.set_state(loop.partial.rng_state)
-                loop.epoch_rng_state = rng.get_state()
-                chunks = train_rows.shuffled(source.chunk_rows(self.batch_size), rng)
-                return iter_batches(source, chunks, self.batch_size, device, rng)
-
-            rule = StoppingRule(
-                1 if single_pass else self._training_epochs(),
-                self.tol,
-                self.n_iter_no_change,
+    def _start_module(self, run: _Run, incremental: bool) -> tuple:
+        """The module this call trains: the fitted one (with the parameters
+        changed since), the resumed checkpoint's, or a new one; and for the
+        fitted one, its state as it was, for a failed call to restore."""
+        kept = None
+        if incremental:
+            module = self.module_.to(run.device)
+            kept = _KeptState(module)
+            self._update_module(module)
+        elif run.resumed is not None:
+            skeleton = self._empty_module(run.source.n_features)
+            module = restore_module(skeleton, run.resumed.module).to(run.device)
+            self._update_module(module)
+        else:
+            module = self._initial_module(
+                run.source,
+                run.train_rows,
+                run.rng,
+                run.device,
+                pretrain=not run.single_pass,
             )
+        return module, kept
 
-            def checkpoint(state: LoopState) -> Checkpoint:
-                state_of_module = module_state(module)
-                return Checkpoint(
-                    state_of_module,
-                    optimizer.state_dict(),
-                    state,
-                    rng,
-                    split,
-                    fingerprint,
-                )
+    def _run_loop(self, run: _Run, module, optimizer):
+        """Train ``module`` with the loop of :func:`train`; returns its history."""
+        source, rng, rows = run.source, run.rng, run.train_rows
+        loop = run.loop
 
-            activity = torch.zeros(module.n_components, device=device)
-            try:
-                history = train(
-                    parallel(module, device),
-                    optimizer,
-                    train_batches,
-                    rule,
-                    validation_batches=self._validation_batches(
-                        source, val_rows, device
-                    ),
-                    # partial_fit reports the activity seen during its single
-                    # pass; fit measures it afterwards with the weights it keeps.
-                    activity=activity if single_pass else None,
-                    verbose=0 if single_pass else self.verbose,
-                    description=type(self).__name__,
-                    state=loop,
-                    on_epoch_end=self._checkpointer(path, rule, checkpoint)
-                    if checkpoints
-                    else None,
-                    step_interval=self._checkpoint_steps(len(train_rows)),
-                    probe=self._probe(source, train_rows, device),
-                )
-                release_parallel()
-                if history.interrupted:
-                    kept = "best weights so far" if loop.best_state else "last weights"
-                    warnings.warn(
-                        f"Training interrupted after {history.n_epochs} epoch(s); "
-                        f"keeping the {kept}.",
-                        RuntimeWarning,
-                        stacklevel=4,  # the caller of fit, past _fit_context
-                    )
-                error, data = None, None
-                if not single_pass:
-                    error, data = self._measure(module, source, train_rows, activity)
-                activity = sum_across(activity)
-                n_rows = int(sum_across(activity.new_tensor(len(train_rows))))
-                # A partial_fit pass over less than a batch says too little.
-                enough = not single_pass or n_rows >= self.batch_size
-                if enough and not bool(activity.any()):
-                    if _varies(data or _sums(source, train_rows)):
-                        raise all_latents_dead(module.n_components, history)
-            except BaseException:
-                # A failed call leaves a continued model exactly as it was.
-                if incremental:
-                    module.load_state_dict(start_state)
-                    for submodule, attributes in start_attributes:
-                        vars(submodule).update(attributes)
-                raise
-        self._set_fitted_state(module, optimizer, X.dtype, history, incremental)
-        self._random_state = rng
-        self.activation_frequency_ = (activity / n_rows).cpu().numpy()
-        self.n_dead_components_ = int(np.sum(self.activation_frequency_ == 0))
-        score = None
-        if error is not None:
-            col_sum, squares, n = data
-            total = squares - float(col_sum @ col_sum) / n
-            score = 1.0 - error / total if total > 0 else float(error == 0.0)
-        return _Outcome(history, rule.max_epochs, score)
+        def train_batches():
+            if loop.partial is not None:  # replay the epoch saved part-way
+                rng.set_state(loop.partial.rng_state)
+            loop.epoch_rng_state = rng.get_state()
+            chunks = rows.shuffled(source.chunk_rows(self.batch_size), rng)
+            return iter_batches(source, chunks, self.batch_size, run.device, rng)
+
+        callbacks = []
+        if self.verbose and not run.single_pass:
+            epochs = min(loop.history.n_epochs, run.rule.max_epochs)
+            callbacks.append(Progress(run.rule.max_epochs, epochs, type(self).__name__))
+        if run.checkpoint_file is not None:
+            callbacks.append(_Checkpointer(self, run, module, optimizer))
+        history = train(
+            parallel(module, run.device),
+            optimizer,
+            train_batches,
+            run.rule,
+            validation_batches=self._validation_batches(
+                source, run.split[1], run.device
+            ),
+            # partial_fit reports the activity seen during its single pass;
+            # fit measures it afterwards with the weights it keeps.
+            activity=run.activity if run.single_pass else None,
+            state=loop,
+            callbacks=callbacks,
+            probe=self._probe(source, rows, run.device),
+        )
+        release_parallel()
+        if history.interrupted:
+            kept = "best weights so far" if loop.best_state else "last weights"
+            warnings.warn(
+                f"Training interrupted after {history.n_epochs} epoch(s); "
+                f"keeping the {kept}.",
+                RuntimeWarning,
+                stacklevel=5,  # the caller of fit, past _train and _fit_context
+            )
+        return history
+
+    def _statistics(self, run: _Run, module, history) -> tuple:
+        """Every latent's activity summed over the training rows, their
+        number, and (after ``fit``) the squared error over them and their
+        column sums; raise if no latent fires on rows that vary."""
+        activity, error, data = run.activity, None, None
+        if not run.single_pass:
+            error, data = self._measure(module, run.source, run.train_rows, activity)
+        activity = sum_across(activity)
+        n_rows = int(sum_across(activity.new_tensor(len(run.train_rows))))
+        # A partial_fit pass over less than a batch says too little.
+        enough = not run.single_pass or n_rows >= self.batch_size
+        if enough and not bool(activity.any()):
+            if _varies(data or _sums(run.source, run.train_rows)):
+                raise all_latents_dead(module.n_components, history)
+        return activity, n_rows, error, data
 
     def _probe(self, source, rows, device) -> torch.Tensor:
         """The first batch of ``rows`` in order: the fixed rows whose loss,
@@ -510,31 +621,6 @@ class BaseSparseAutoencoder(
         run = json.dumps(fingerprint, sort_keys=True).encode()
         name = f"{type(self).__name__}-{hashlib.sha256(run).hexdigest()[:16]}.ckpt"
         return path / name
-
-    def _checkpointer(self, path: Path, rule: StoppingRule, checkpoint):
-        """The ``on_epoch_end`` of :func:`train` that writes checkpoints."""
-        interval = self.checkpoint_interval
-
-        def save(state: LoopState) -> None:
-            epochs = state.history.n_epochs
-            last = state.history.converged or epochs >= rule.max_epochs
-            if not is_main_process():
-                return
-            due = state.partial is not None or interval < 1
-            if not (due or last or epochs % interval == 0):
-                return
-            try:
-                save_checkpoint(path, checkpoint(state))
-            except (OSError, RuntimeError) as exc:
-                # A full disk should not end a long run: warn, go on.
-                warnings.warn(
-                    f"Could not write the checkpoint after epoch {epochs} to "
-                    f"{str(path)!r}: {exc}",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-
-        return save
 
     def _check_memory(self, source, device, incremental: bool) -> None:
         """Raise ValueError before any allocation when training cannot fit
@@ -643,7 +729,7 @@ class BaseSparseAutoencoder(
             f"Resuming {type(self).__name__} from {str(path)!r}: {history.n_epochs} "
             f"epoch(s){done} done of this run.",
             UserWarning,
-            stacklevel=5,  # the caller of fit, past _train and _fit_context
+            stacklevel=6,  # the caller of fit, past _plan_run, _train, _fit_context
         )
         return checkpoint
 

@@ -18,7 +18,7 @@ from ._engine.modules import (
     LinearAutoencoder,
     StackedAutoencoder,
 )
-from ._engine.training import StoppingRule, adam, train
+from ._engine.training import Progress, StoppingRule, adam, train
 from ._rules import KINDS, Kind
 
 #: The sparsity kinds a stack's layers may have.
@@ -354,6 +354,7 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
         """Train one layer alone as an autoencoder of its inputs."""
         optimizer = adam(layer.parameters(), self.learning_rate)
         chunk_rows = source.chunk_rows(self.batch_size)
+        name = f"{type(self).__name__} layer {i + 1}"
         history = train(
             layer,
             optimizer,
@@ -361,8 +362,7 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
                 source, rows.shuffled(chunk_rows, rng), self.batch_size, device, rng
             ),
             StoppingRule(self.max_iter, self.tol, self.n_iter_no_change),
-            verbose=self.verbose,
-            description=f"{type(self).__name__} layer {i + 1}",
+            callbacks=[Progress(self.max_iter, 0, name)] if self.verbose else [],
             probe=self._probe(source, rows, device),
         )
         if history.interrupted:

@@ -1,9 +1,12 @@
+import contextlib
 import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
+
+from skae._engine.training import Callback, added_callbacks
 
 # Property-based tests (test_properties.py): bounded and derandomized, so a CI
 # run is quick and repeatable. Loaded here, before hypothesis reads the
@@ -67,24 +70,91 @@ def patches():
     return make_image_patches(10_000, preprocessing="cs294a", random_state=0)
 
 
+class Hook(Callback):
+    """A training-loop callback made of functions: ``train_begin(state,
+    module)``, ``epoch_begin(state)``, ``step_begin(state)`` and
+    ``step_end(state, step)``, each optional."""
+
+    def __init__(self, **calls) -> None:
+        self.calls = calls
+
+    def _call(self, name, *args) -> None:
+        if name in self.calls:
+            self.calls[name](*args)
+
+    def on_train_begin(self, state, module) -> None:
+        self._call("train_begin", state, module)
+
+    def on_epoch_begin(self, state) -> None:
+        self._call("epoch_begin", state)
+
+    def on_step_begin(self, state) -> None:
+        self._call("step_begin", state)
+
+    def on_step_end(self, state, step) -> None:
+        self._call("step_end", state, step)
+
+
 @pytest.fixture
-def count_epochs(monkeypatch):
-    """Call it for a list that gains an item for every training epoch run
-    from then on (a call after ``monkeypatch.undo()`` counts afresh)."""
-    import skae._engine.training
+def hook():
+    """Call it with :class:`Hook`'s arguments to have every training loop
+    call them from then on, to the test's end."""
+    with contextlib.ExitStack() as stack:
+
+        def add(**calls) -> None:
+            stack.enter_context(added_callbacks(Hook(**calls)))
+
+        yield add
+
+
+@pytest.fixture
+def count_epochs(hook):
+    """Call it for a list that gains an item for every training epoch begun
+    from then on, pretraining epochs included."""
 
     def start() -> list:
-        original = skae._engine.training.train_epoch
         calls = []
-
-        def counted(*args, **kwargs):
-            calls.append(1)
-            return original(*args, **kwargs)
-
-        monkeypatch.setattr(skae._engine.training, "train_epoch", counted)
+        hook(epoch_begin=lambda state: calls.append(1))
         return calls
 
     return start
+
+
+@pytest.fixture
+def count_steps(hook):
+    """Call it for a list that gains an item for every training step begun
+    from then on."""
+
+    def start() -> list:
+        calls = []
+        hook(step_begin=lambda state: calls.append(1))
+        return calls
+
+    return start
+
+
+@contextlib.contextmanager
+def _interrupted(*, epoch=None, step=None):
+    counts = {"epoch": 0, "step": 0}
+
+    def count(what, at):
+        counts[what] += 1
+        if counts[what] == at:
+            raise KeyboardInterrupt
+
+    hook = Hook(
+        epoch_begin=lambda state: count("epoch", epoch),
+        step_begin=lambda state: count("step", step),
+    )
+    with added_callbacks(hook):
+        yield
+
+
+@pytest.fixture
+def interrupt():
+    """``with interrupt(epoch=n):`` or ``interrupt(step=n)``: Ctrl-C as the
+    block's n-th training epoch or step (counted over every loop) begins."""
+    return _interrupted
 
 
 @pytest.fixture

@@ -72,29 +72,25 @@ def test_checkpoints_every_interval_and_at_the_end(sparse_data, tmp_path, monkey
 
 
 def test_resume_after_ctrl_c_continues_from_the_last_checkpoint(
-    count_epochs, sparse_data, tmp_path, monkeypatch
+    count_epochs, interrupt, sparse_data, tmp_path
 ):
     path = tmp_path / "run.ckpt"
     whole = model(None).fit(sparse_data)
-    interrupt_on_call(monkeypatch, 4)
-    with pytest.warns(RuntimeWarning, match="interrupted after 3 epoch"):
-        stopped = model(path).fit(sparse_data)
+    with interrupt(epoch=4):
+        with pytest.warns(RuntimeWarning, match="interrupted after 3 epoch"):
+            stopped = model(path).fit(sparse_data)
     assert stopped.n_iter_ == 3
-    monkeypatch.undo()
     epochs = count_epochs()
     assert_same_model(model(path).fit(sparse_data), whole)
     assert len(epochs) == 3
 
 
-def test_a_finished_checkpoint_trains_no_more(sparse_data, tmp_path, monkeypatch):
+def test_a_finished_checkpoint_trains_no_more(count_epochs, sparse_data, tmp_path):
     path = tmp_path / "run.ckpt"
     first = model(path).fit(sparse_data)
-
-    def no_training(*args, **kwargs):
-        raise AssertionError("a finished run trained again")
-
-    monkeypatch.setattr(skae._engine.training, "train_epoch", no_training)
+    epochs = count_epochs()
     assert_same_model(model(path).fit(sparse_data), first)
+    assert epochs == []
 
 
 @pytest.mark.parametrize(
@@ -127,29 +123,15 @@ def test_a_file_that_is_no_checkpoint_is_refused(sparse_data, tmp_path):
         model(path).fit(sparse_data)
 
 
-def interrupt_on_call(monkeypatch, n):
-    original = skae._engine.training.train_epoch
-    calls = []
-
-    def interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == n:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(skae._engine.training, "train_epoch", interrupted)
-
-
-def test_stacked_fine_tuning_resumes(count_epochs, sparse_data, tmp_path, monkeypatch):
+def test_stacked_fine_tuning_resumes(count_epochs, interrupt, sparse_data, tmp_path):
     params = {"hidden_layer_sizes": (12, 6), "max_iter": 4, "tol": 0.0}
     params |= {"n_iter_no_change": 100, "random_state": 0}
     whole = StackedSparseAutoencoder(**params).fit(sparse_data)
     path = tmp_path / "stack.ckpt"
     # 4 + 4 pretraining epochs, then Ctrl-C in the third fine-tuning epoch.
-    interrupt_on_call(monkeypatch, 11)
-    with pytest.warns(RuntimeWarning, match="interrupted after 2 epoch"):
-        StackedSparseAutoencoder(**params, checkpoint_path=path).fit(sparse_data)
-    monkeypatch.undo()
+    with interrupt(epoch=11):
+        with pytest.warns(RuntimeWarning, match="interrupted after 2 epoch"):
+            StackedSparseAutoencoder(**params, checkpoint_path=path).fit(sparse_data)
     epochs = count_epochs()
     resumed = StackedSparseAutoencoder(**params, checkpoint_path=path).fit(sparse_data)
     assert len(epochs) == 2  # no pretraining, two fine-tuning epochs
@@ -217,35 +199,20 @@ def test_a_failed_checkpoint_write_warns_and_training_goes_on(
     assert list(tmp_path.iterdir()) == []
 
 
-def interrupt_on_step(monkeypatch, n):
-    """Ctrl-C at the ``n``-th training step from now on; returns the step list."""
-    original = skae._engine.training.objective
-    steps = []
-
-    def interrupted(module, x):
-        if module.training:
-            steps.append(1)
-            if len(steps) == n:
-                raise KeyboardInterrupt
-        return original(module, x)
-
-    monkeypatch.setattr(skae._engine.training, "objective", interrupted)
-    return steps
-
-
-def test_a_fit_resumes_from_the_middle_of_an_epoch(sparse_data, tmp_path, monkeypatch):
+def test_a_fit_resumes_from_the_middle_of_an_epoch(
+    count_steps, interrupt, sparse_data, tmp_path
+):
     # 2000 rows in batches of 100: 20 steps an epoch, saved every 5.
     params = {"max_iter": 3, "batch_size": 100, "checkpoint_interval": 0.25}
     whole = model(None, **params).fit(sparse_data)
     path = tmp_path / "run.ckpt"
-    interrupt_on_step(monkeypatch, 38)  # in the second epoch, after step 15 of it
-    with pytest.warns(RuntimeWarning, match="interrupted after 1 epoch"):
-        model(path, **params).fit(sparse_data)
+    with interrupt(step=38):  # in the second epoch, after step 15 of it
+        with pytest.warns(RuntimeWarning, match="interrupted after 1 epoch"):
+            model(path, **params).fit(sparse_data)
     saved = load_checkpoint(path)
     assert saved.loop.history.n_epochs == 1
     assert saved.loop.partial.steps == 15
-    monkeypatch.undo()
-    steps = interrupt_on_step(monkeypatch, 0)  # counts, never interrupts
+    steps = count_steps()
     resumed = model(path, **params).fit(sparse_data)
     assert len(steps) == 5 + 20  # the rest of epoch 2, then epoch 3
     assert_same_model(resumed, whole)

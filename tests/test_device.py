@@ -9,7 +9,6 @@ import torch
 from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
-import skae._engine.training
 from skae import KSparseAutoencoder
 from skae._engine.device import resolve_device, thread_budget
 
@@ -32,15 +31,9 @@ def test_unknown_device_string():
         resolve_device("tpu0", for_training=True)
 
 
-def test_torch_threads_follow_threadpoolctl_limits(sparse_data, monkeypatch):
+def test_torch_threads_follow_threadpoolctl_limits(sparse_data, hook):
     seen = []
-    original = skae._engine.training.train_epoch
-
-    def spy(*args, **kwargs):
-        seen.append(torch.get_num_threads())
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(skae._engine.training, "train_epoch", spy)
+    hook(epoch_begin=lambda state: seen.append(torch.get_num_threads()))
     before = torch.get_num_threads()
     with threadpool_limits(limits=1):
         assert thread_budget() == 1
@@ -58,15 +51,9 @@ def _mkl_threads() -> int | None:
 
 
 @pytest.mark.skipif(_mkl_threads() is None, reason="torch without MKL")
-def test_threadpoolctl_limits_reach_the_mkl_inside_torch(sparse_data, monkeypatch):
+def test_threadpoolctl_limits_reach_the_mkl_inside_torch(sparse_data, hook):
     seen = []
-    original = skae._engine.training.train_epoch
-
-    def spy(*args, **kwargs):
-        seen.append(_mkl_threads())
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(skae._engine.training, "train_epoch", spy)
+    hook(epoch_begin=lambda state: seen.append(_mkl_threads()))
     before = torch.get_num_threads()
     # What torch is left with after any earlier call of set_num_threads(2):
     # threadpoolctl then lowers the OpenMP pool that torch reports, which
@@ -80,15 +67,9 @@ def test_threadpoolctl_limits_reach_the_mkl_inside_torch(sparse_data, monkeypatc
     assert seen == [1]
 
 
-def test_small_models_train_on_one_thread(sparse_data, monkeypatch):
+def test_small_models_train_on_one_thread(sparse_data, hook):
     seen = []
-    original = skae._engine.training.train_epoch
-
-    def spy(*args, **kwargs):
-        seen.append(torch.get_num_threads())
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(skae._engine.training, "train_epoch", spy)
+    hook(epoch_begin=lambda state: seen.append(torch.get_num_threads()))
     budget = thread_budget()
     # 2 * 256 rows * 32 features * 64 latents: far below SMALL_WORK.
     KSparseAutoencoder(n_components=64, k=2, max_iter=1).fit(sparse_data)

@@ -23,14 +23,14 @@ def model(**params):
 
 
 @pytest.fixture
-def no_training(monkeypatch):
+def no_training(monkeypatch, hook):
     """Fail the test if any training starts."""
 
     def forbidden(*args, **kwargs):
         raise AssertionError("training started before the input was rejected")
 
     monkeypatch.setattr(skae._base, "train", forbidden)
-    monkeypatch.setattr(skae._engine.training, "train_epoch", forbidden)
+    hook(train_begin=forbidden)
 
 
 def with_value(X, value, row=3, col=2):

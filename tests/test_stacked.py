@@ -125,10 +125,10 @@ def test_layer_weights_scale_each_layers_penalty(digits):
     ],
 )
 def test_bad_per_layer_settings_fail_before_training(
-    digits, params, message, monkeypatch
+    digits, params, message, monkeypatch, hook
 ):
     monkeypatch.setattr(skae._base, "train", None)
-    monkeypatch.setattr(skae._engine.training, "train_epoch", None)
+    hook(train_begin=None)  # a loop that starts fails: None is not callable
     with pytest.raises(ValueError, match=message):
         stack(**params).fit(digits[0])
 

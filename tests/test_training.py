@@ -72,25 +72,14 @@ def test_refit_without_early_stopping_drops_stale_validation_scores(sparse_data)
     assert not hasattr(sae, "validation_scores_")
 
 
-def interrupt_on_epoch(monkeypatch, epoch):
-    original = skae._engine.training.train_epoch
-    calls = []
-
-    def interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == epoch:
-            raise KeyboardInterrupt
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(skae._engine.training, "train_epoch", interrupted)
-
-
 def test_ctrl_c_keeps_the_best_weights_and_warns(
-    sparse_data, validation_rows, monkeypatch
+    interrupt, sparse_data, validation_rows
 ):
     # This learning rate overshoots: epoch 5 scores better than epoch 6.
-    interrupt_on_epoch(monkeypatch, 7)
-    with pytest.warns(RuntimeWarning, match="interrupted after 6 epoch.*best weights"):
+    with (
+        interrupt(epoch=7),
+        pytest.warns(RuntimeWarning, match="interrupted after 6 epoch.*best weights"),
+    ):
         sae = model(early_stopping=True, max_iter=50, learning_rate=0.1).fit(
             sparse_data
         )
@@ -101,11 +90,12 @@ def test_ctrl_c_keeps_the_best_weights_and_warns(
     assert sae.score(held_out) == pytest.approx(sae.best_validation_score_, abs=1e-5)
 
 
-def test_ctrl_c_without_validation_keeps_last_epoch(sparse_data, monkeypatch):
-    interrupt_on_epoch(monkeypatch, 3)
-    with pytest.warns(RuntimeWarning, match="interrupted after 2 epoch.*last weights"):
+def test_ctrl_c_without_validation_keeps_last_epoch(interrupt, sparse_data):
+    with (
+        interrupt(epoch=3),
+        pytest.warns(RuntimeWarning, match="interrupted after 2 epoch.*last weights"),
+    ):
         interrupted = model(max_iter=50).fit(sparse_data)
-    monkeypatch.undo()
     two_epochs = model(max_iter=2, tol=0).fit(sparse_data)
     np.testing.assert_array_equal(interrupted.components_, two_epochs.components_)
 
@@ -122,45 +112,45 @@ def test_weights_that_overflow_in_the_last_step_are_caught(sparse_data):
         model(learning_rate=1e30, max_iter=1).fit(sparse_data)
 
 
+def poison(module) -> None:
+    with torch.no_grad():
+        module.W_enc.fill_(float("nan"))
+
+
 def test_failure_after_some_epochs_of_a_warm_fit_leaves_the_model_as_it_was(
-    sparse_data, monkeypatch
+    hook, count_epochs, sparse_data
 ):
     sae = model(warm_start=True).fit(sparse_data)
     codes = sae.transform(sparse_data)
-    original = skae._engine.training.train_epoch
-    calls = []
+    epochs, modules = count_epochs(), []
 
-    def poisoned(module, *args, **kwargs):
-        loss = original(module, *args, **kwargs)
-        calls.append(1)
-        if len(calls) == 3:
-            with torch.no_grad():
-                module.W_enc.fill_(float("nan"))
-        return loss
+    def poisoned_after_epoch_3(state, step):
+        if step.last and len(epochs) == 3:
+            poison(modules[0])
 
-    monkeypatch.setattr(skae._engine.training, "train_epoch", poisoned)
+    hook(train_begin=lambda state, module: modules.append(module))
+    hook(step_end=poisoned_after_epoch_3)
     with pytest.raises(ValueError, match="Training diverged"):
         sae.fit(sparse_data)
-    assert len(calls) == 3
+    assert len(epochs) == 3
     np.testing.assert_array_equal(sae.transform(sparse_data), codes)
 
 
 def test_ctrl_c_after_the_weights_became_nan_is_a_divergence_not_a_model(
-    sparse_data, monkeypatch
+    hook, sparse_data
 ):
     # Interrupted with no best weights to fall back on and NaN weights: the
     # fit must fail loudly rather than keep a model that answers NaN.
-    original, calls = skae._engine.training.train_epoch, []
+    modules, epochs = [], []
 
-    def poisoned_then_interrupted(module, *args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            with torch.no_grad():
-                module.W_enc.fill_(float("nan"))
+    def poisoned_then_interrupted(state):
+        epochs.append(1)
+        if len(epochs) == 3:
+            poison(modules[0])
             raise KeyboardInterrupt
-        return original(module, *args, **kwargs)
 
-    monkeypatch.setattr(skae._engine.training, "train_epoch", poisoned_then_interrupted)
+    hook(train_begin=lambda state, module: modules.append(module))
+    hook(epoch_begin=poisoned_then_interrupted)
     sae = model(max_iter=10)
     with pytest.raises(TrainingDivergedError, match="NaN or infinite in epoch 3"):
         sae.fit(sparse_data)
@@ -413,21 +403,19 @@ def test_the_cpu_reports_the_memory_it_has():
 
 @pytest.mark.filterwarnings("ignore:.*explained variance")  # 2 epochs of a KL stack
 def test_ctrl_c_in_stacked_pretraining_leaves_the_estimator_as_it_was(
-    normal_data, monkeypatch
+    interrupt, normal_data
 ):
     sae = StackedSparseAutoencoder((8, 4), max_iter=2, random_state=0)
-    interrupt_on_epoch(monkeypatch, 2)  # in the first layer's pretraining
-    with warnings.catch_warnings():
+    with interrupt(epoch=2), warnings.catch_warnings():  # in layer 1's pretraining
         warnings.simplefilter("error")  # no promise to keep weights
         with pytest.raises(KeyboardInterrupt, match="pretraining layer 1 of 2"):
             sae.fit(normal_data)
     assert not hasattr(sae, "module_") and not hasattr(sae, "n_features_in_")
-    monkeypatch.undo()
     sae.fit(normal_data)
     components = sae.components_.copy()
-    interrupt_on_epoch(monkeypatch, 3)  # in the second layer's pretraining
-    with pytest.raises(KeyboardInterrupt, match="pretraining layer 2 of 2"):
-        sae.fit(normal_data)
+    with interrupt(epoch=3):  # in the second layer's pretraining
+        with pytest.raises(KeyboardInterrupt, match="pretraining layer 2 of 2"):
+            sae.fit(normal_data)
     np.testing.assert_array_equal(sae.components_, components)
 
 

@@ -1,10 +1,13 @@
-"""The training loop: epochs of minibatch steps, early stopping, progress."""
+"""The training loop: epochs of minibatch steps, early stopping, and the
+callbacks through which progress, checkpoints and tests follow it."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import itertools
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -110,6 +113,89 @@ class LoopState:
     lowest_probe: float = math.inf
 
 
+@dataclass
+class Step:
+    """A step just taken: the epoch's steps, summed row-weighted loss (on the
+    device, this process's) and rows so far, and whether it was the epoch's
+    last."""
+
+    steps: int
+    loss_sum: Tensor
+    rows: int
+    last: bool
+
+
+class Callback:
+    """Hooks into :func:`train`'s loop. Every method does nothing unless a
+    subclass says otherwise; each sees the loop's :class:`LoopState`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skae import KSparseAutoencoder
+    >>> from skae._engine.training import Callback, added_callbacks
+    >>> class CountEpochs(Callback):
+    ...     epochs = 0
+    ...     def on_epoch_end(self, state):
+    ...         self.epochs += 1
+    >>> counter = CountEpochs()
+    >>> X = np.random.RandomState(0).randn(100, 8)
+    >>> with added_callbacks(counter):
+    ...     _ = KSparseAutoencoder(16, k=2, max_iter=3, tol=0).fit(X)
+    >>> counter.epochs
+    3
+    """
+
+    def on_train_begin(self, state: LoopState, module: nn.Module) -> None:
+        """Before the first epoch, with the module the loop trains."""
+
+    def on_epoch_begin(self, state: LoopState) -> None:
+        """Before an epoch's first step."""
+
+    def on_step_begin(self, state: LoopState) -> None:
+        """Before every training step."""
+
+    def on_step_end(self, state: LoopState, step: Step) -> None:
+        """After every training step."""
+
+    def on_epoch_end(self, state: LoopState) -> None:
+        """After every completed epoch, its figures in ``state.history``."""
+
+    def on_train_end(self, state: LoopState) -> None:
+        """When the loop ends, however it ends."""
+
+
+_ADDED: contextvars.ContextVar[tuple[Callback, ...]] = contextvars.ContextVar(
+    "skae_added_callbacks", default=()
+)
+
+
+@contextlib.contextmanager
+def added_callbacks(*callbacks: Callback) -> Iterator[None]:
+    """Every training loop started inside the block also calls ``callbacks``
+    (after its own), in this thread or task."""
+    token = _ADDED.set((*_ADDED.get(), *callbacks))
+    try:
+        yield
+    finally:
+        _ADDED.reset(token)
+
+
+class Progress(Callback):
+    """A progress bar of epochs, with the last loss and the best."""
+
+    def __init__(self, total: int, initial: int, description: str) -> None:
+        self.bar = tqdm(total=total, initial=initial, desc=description, unit="epoch")
+
+    def on_epoch_end(self, state: LoopState) -> None:
+        self.bar.update()
+        loss = state.history.loss[-1]
+        self.bar.set_postfix(loss=f"{loss:.4g}", best=f"{state.best:.4g}")
+
+    def on_train_end(self, state: LoopState) -> None:
+        self.bar.close()
+
+
 def adam(parameters: Iterable[Tensor], learning_rate: float) -> torch.optim.Adam:
     """Adam, fused into one kernel per step where the device has one.
 
@@ -142,17 +228,16 @@ def train_epoch(
     activity: Tensor | None = None,
     *,
     resume: PartialEpoch | None = None,
-    step_interval: int = 0,
-    on_steps: Callable[[int, Tensor, int], None] | None = None,
+    callbacks: Sequence[Callback] = (),
+    state: LoopState | None = None,
 ) -> Tensor:
     """One pass of minibatch steps; returns the row-weighted mean loss on device.
 
     Nothing here waits on the device: the loss is accumulated as a tensor and
     read once per epoch by the caller. When ``activity`` is given, each
     latent's activity is summed into it. ``resume`` continues an epoch saved
-    part-way (``batches`` then holds only the batches it had left);
-    ``on_steps(steps, loss_sum, rows)`` is called every ``step_interval``
-    steps of the epoch except after its last, which the epoch's end covers.
+    part-way (``batches`` then holds only the batches it had left).
+    ``callbacks`` are called, with ``state``, before and after every step.
     """
     module.train()
     core = unwrap(module)
@@ -162,6 +247,8 @@ def train_epoch(
     iterator = iter(batches)
     x = next(iterator, None)
     while x is not None:
+        for callback in callbacks:
+            callback.on_step_begin(state)
         loss, codes = objective(module, x)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -175,8 +262,8 @@ def train_epoch(
         if activity is not None:
             activity += core.activity_sum(codes.detach())
         x = next(iterator, None)
-        if x is not None and step_interval and steps % step_interval == 0:
-            on_steps(steps, total, n_rows)
+        for callback in callbacks:
+            callback.on_step_end(state, Step(steps, total, n_rows, x is None))
     if total is None:
         raise ValueError("No training rows: the epoch had no batches.")
     # Every process reports the loss over all processes' rows, so that all
@@ -290,6 +377,20 @@ def all_latents_dead(n_components: int, history: History) -> TrainingDivergedErr
     )
 
 
+def record_partial_epoch(
+    state: LoopState, step: Step, module: nn.Module, optimizer: torch.optim.Optimizer
+) -> None:
+    """Set ``state.partial`` to the epoch in progress after ``step``, its loss
+    over every process (a collective: every process must call this at the
+    same step), and raise :class:`TrainingDivergedError` if that loss or the
+    weights are not finite."""
+    loss_sum = sum_across(step.loss_sum.detach().clone())
+    rows = int(sum_across(loss_sum.new_tensor(float(step.rows))))
+    epoch = state.history.n_epochs + 1
+    check_finite(float(loss_sum) / rows, unwrap(module), optimizer, epoch)
+    state.partial = PartialEpoch(step.steps, loss_sum, rows, state.epoch_rng_state)
+
+
 def train(
     module: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -298,11 +399,8 @@ def train(
     *,
     validation_batches: Batches | None = None,
     activity: Tensor | None = None,
-    verbose: int = 0,
-    description: str = "training",
     state: LoopState | None = None,
-    on_epoch_end: Callable[[LoopState], None] | None = None,
-    step_interval: int = 0,
+    callbacks: Sequence[Callback] = (),
     probe: Tensor | None = None,
 ) -> History:
     """Train ``module`` in place until ``rule`` says stop.
@@ -318,89 +416,119 @@ def train(
     has grown a hundredfold (:func:`check_divergence`), raises
     :class:`TrainingDivergedError`, leaving the module's weights undefined:
     the caller restores or discards them.
+
     ``activity``, when given, accumulates every latent's activity over all
     training steps. ``state``, updated in place, may hold a loop saved
-    earlier to continue it (its module and optimizer already restored);
-    ``on_epoch_end`` sees it after every completed epoch, for checkpoints,
-    and every ``step_interval`` steps inside an epoch, with ``state.partial``
-    set. A state saved part-way through an epoch resumes at its next step:
+    earlier to continue it (its module and optimizer already restored). A
+    state saved part-way through an epoch resumes at its next step:
     ``train_batches`` must then replay the epoch's batches from
     ``state.partial.rng_state``, and the steps already done are skipped.
+    ``callbacks``, and those of any enclosing :func:`added_callbacks`, see
+    the loop's epochs and steps.
     """
     state = LoopState() if state is None else state
-    history = state.history
-    core = unwrap(module)
-    if probe is not None and math.isnan(state.start_loss):
-        state.start_loss = probe_loss(core, probe)
-    progress = tqdm(
-        total=rule.max_epochs,
-        initial=min(history.n_epochs, rule.max_epochs),
-        desc=description,
-        unit="epoch",
-        disable=not verbose,
+    loop = _Loop(
+        module,
+        unwrap(module),
+        optimizer,
+        train_batches,
+        validation_batches,
+        rule,
+        activity,
+        (*callbacks, *_ADDED.get()),
+        probe,
     )
+    if probe is not None and math.isnan(state.start_loss):
+        state.start_loss = probe_loss(loop.core, probe)
+    history = state.history
+    for callback in loop.callbacks:
+        callback.on_train_begin(state, loop.core)
     try:
         # A resumed loop that had already converged runs no more epochs.
         last = history.n_epochs if history.converged else rule.max_epochs
         for epoch in range(history.n_epochs + 1, last + 1):
-            resume = state.partial
-            batches = train_batches()
-            if resume is not None:
-                batches = itertools.islice(batches, resume.steps, None)
-                if not is_main_process():
-                    # The saved loss is every process's: rank 0 carries it on.
-                    resume = PartialEpoch(resume.steps, resume.loss_sum * 0, 0, None)
-
-            def save_part(
-                steps: int, loss_sum: Tensor, rows: int, epoch: int = epoch
-            ) -> None:
-                loss_sum = sum_across(loss_sum.detach().clone())
-                rows = int(sum_across(loss_sum.new_tensor(float(rows))))
-                check_finite(float(loss_sum) / rows, core, optimizer, epoch)
-                rng_state = state.epoch_rng_state
-                state.partial = PartialEpoch(steps, loss_sum, rows, rng_state)
-                on_epoch_end(state)
-
-            loss = train_epoch(
-                module,
-                optimizer,
-                batches,
-                activity,
-                resume=resume,
-                step_interval=step_interval if on_epoch_end is not None else 0,
-                on_steps=save_part,
-            )
-            loss = float(loss)
-            state.partial = None
-            check_finite(loss, core, optimizer, epoch)
-            if probe is not None:
-                check_divergence(probe_loss(core, probe), state, optimizer, epoch)
-            history.loss.append(loss)
-            monitored = loss
-            if validation_batches is not None:
-                evaluation = evaluate(core, validation_batches())
-                history.validation.append(evaluation)
-                monitored = evaluation.loss
-            improved = _improved(monitored, state.best, rule.tol)
-            state.stale_epochs = 0 if improved else state.stale_epochs + 1
-            if monitored < state.best:
-                state.best = monitored
-                if validation_batches is not None:
-                    state.best_state = snapshot(core)
-            history.converged = state.stale_epochs >= rule.n_iter_no_change
-            progress.update()
-            progress.set_postfix(loss=f"{loss:.4g}", best=f"{state.best:.4g}")
-            if on_epoch_end is not None:
-                on_epoch_end(state)
+            loop.run_epoch(epoch, state)
             if history.converged:
                 break
     except KeyboardInterrupt:
         history.interrupted = True
-        if state.best_state is None and not is_finite(core):
+        if state.best_state is None and not is_finite(loop.core):
             what = f"the weights became NaN or infinite in epoch {history.n_epochs + 1}"
             raise _diverged(what, optimizer) from None
     finally:
-        progress.close()
+        for callback in loop.callbacks:
+            callback.on_train_end(state)
     if state.best_state is not None:
-        core.load_state_dict(state.best_state)
+        loop.core.load_state_dict(state.best_state)
     return history
+
+
+@dataclass
+class _Loop:
+    """The fixed parts of one call of :func:`train`."""
+
+    module: nn.Module  # as trained: a DistributedDataParallel wrapper, or core
+    core: nn.Module
+    optimizer: torch.optim.Optimizer
+    train_batches: Batches
+    validation_batches: Batches | None
+    rule: StoppingRule
+    activity: Tensor | None
+    callbacks: tuple[Callback, ...]
+    probe: Tensor | None
+
+    def run_epoch(self, epoch: int, state: LoopState) -> None:
+        """Train epoch number ``epoch`` and judge it."""
+        for callback in self.callbacks:
+            callback.on_epoch_begin(state)
+        batches, resume = _epoch_batches(self.train_batches, state.partial)
+        loss = train_epoch(
+            self.module,
+            self.optimizer,
+            batches,
+            self.activity,
+            resume=resume,
+            callbacks=self.callbacks,
+            state=state,
+        )
+        state.partial = None
+        self.end_epoch(float(loss), epoch, state)
+        for callback in self.callbacks:
+            callback.on_epoch_end(state)
+
+    def end_epoch(self, loss: float, epoch: int, state: LoopState) -> None:
+        """Judge the epoch just trained: divergence, the monitored loss, the
+        best weights so far, and whether training has converged."""
+        core, optimizer = self.core, self.optimizer
+        check_finite(loss, core, optimizer, epoch)
+        if self.probe is not None:
+            check_divergence(probe_loss(core, self.probe), state, optimizer, epoch)
+        history = state.history
+        history.loss.append(loss)
+        monitored = loss
+        if self.validation_batches is not None:
+            evaluation = evaluate(core, self.validation_batches())
+            history.validation.append(evaluation)
+            monitored = evaluation.loss
+        improved = _improved(monitored, state.best, self.rule.tol)
+        state.stale_epochs = 0 if improved else state.stale_epochs + 1
+        if monitored < state.best:
+            state.best = monitored
+            if self.validation_batches is not None:
+                state.best_state = snapshot(core)
+        history.converged = state.stale_epochs >= self.rule.n_iter_no_change
+
+
+def _epoch_batches(
+    train_batches: Batches, partial: PartialEpoch | None
+) -> tuple[Iterable[Tensor], PartialEpoch | None]:
+    """The batches of the next epoch, and the part of it already done: those
+    of an epoch saved part-way skip the steps it had taken."""
+    batches = train_batches()
+    if partial is None:
+        return batches, None
+    batches = itertools.islice(batches, partial.steps, None)
+    if not is_main_process():
+        # The saved loss is every process's: rank 0 carries it on.
+        partial = PartialEpoch(partial.steps, partial.loss_sum * 0, 0, None)
+    return batches, partial
