@@ -7,6 +7,7 @@ from ._jumprelu import JumpReLUSparseAutoencoder
 from ._kl import KLSparseAutoencoder
 from ._ksparse import KSparseAutoencoder
 from ._l1 import L1SparseAutoencoder
+from ._l2 import L2SparseAutoencoder
 from ._outlier import SparseAutoencoderOutlierDetector
 from ._persistence import load, save
 from ._stacked import StackedSparseAutoencoder
@@ -20,6 +21,7 @@ __all__ = [
     "KLSparseAutoencoder",
     "KSparseAutoencoder",
     "L1SparseAutoencoder",
+    "L2SparseAutoencoder",
     "SparseAutoencoderOutlierDetector",
     "StackedSparseAutoencoder",
     "TrainingDivergedError",

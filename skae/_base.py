@@ -229,6 +229,15 @@ class BaseSparseAutoencoder(
     True
     """
 
+    #: skae's estimator classes by name, the only ones a model file may name:
+    #: every subclass that a module of skae defines adds itself.
+    _skae_estimators: dict[str, type] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__module__.startswith("skae."):
+            BaseSparseAutoencoder._skae_estimators[cls.__name__] = cls
+
     _parameter_constraints: dict = {
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],

@@ -54,9 +54,11 @@ class ConvSparseAutoencoder(BaseSparseAutoencoder):
         Number of filters (feature maps).
     kernel_size : int, default=5
         Odd side of the square filters.
-    sparsity : {'wta', 'l1', 'kl'}, default='wta'
+    sparsity : {'wta', 'l1', 'l2', 'kl'}, default='wta'
         Winner-take-all (spatial and lifetime), an atom-norm-weighted L1
-        penalty on ReLU maps, or sigmoid maps with a target mean activation.
+        penalty on ReLU maps, a penalty on the norm of each image's whole
+        activation (as in :class:`L2SparseAutoencoder`), or sigmoid maps
+        with a target mean activation.
     k : int, default=1
         With 'wta': activations kept per map per image.
     lifetime_sparsity : float, default=0.05
@@ -66,7 +68,7 @@ class ConvSparseAutoencoder(BaseSparseAutoencoder):
         Side of the max-pooling windows of ``transform``; None returns the
         unpooled maps.
     alpha : float, default=0.1
-        With 'l1': the penalty's strength, on the scale of one image's
+        With 'l1' or 'l2': the penalty's strength, on the scale of one image's
         squared error.
     sparsity_target : float, default=0.05
         With 'kl': ``rho``, the target mean activation of each map.
@@ -118,7 +120,7 @@ class ConvSparseAutoencoder(BaseSparseAutoencoder):
         "image_shape": ["array-like", None],
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "kernel_size": [Interval(Integral, 1, None, closed="left")],
-        "sparsity": [StrOptions({"wta", "l1", "kl"})],
+        "sparsity": [StrOptions({"wta", "l1", "l2", "kl"})],
         "k": [Interval(Integral, 1, None, closed="left")],
         "lifetime_sparsity": [Interval(Real, 0, 1, closed="right")],
         "pool_size": [Interval(Integral, 1, None, closed="left"), None],

@@ -9,7 +9,6 @@ import torch
 from sklearn.base import BaseEstimator, clone
 
 from ._base import BaseSparseAutoencoder
-from ._conv import ConvSparseAutoencoder
 from ._engine.serialize import (
     FileFormatError,
     is_safetensors,
@@ -20,29 +19,16 @@ from ._engine.serialize import (
     save_tree,
     storable,
 )
-from ._jumprelu import JumpReLUSparseAutoencoder
-from ._kl import KLSparseAutoencoder
-from ._ksparse import KSparseAutoencoder
-from ._l1 import L1SparseAutoencoder
 from ._outlier import SparseAutoencoderOutlierDetector
-from ._stacked import StackedSparseAutoencoder
 
 KIND = ("skae.estimator", "estimator")  # format, and metadata key of the JSON
 FORMAT_VERSION = 1
 
-#: The estimators a file may name; loading creates no other class.
-ESTIMATORS = {
-    cls.__name__: cls
-    for cls in (
-        ConvSparseAutoencoder,
-        JumpReLUSparseAutoencoder,
-        KLSparseAutoencoder,
-        KSparseAutoencoder,
-        L1SparseAutoencoder,
-        SparseAutoencoderOutlierDetector,
-        StackedSparseAutoencoder,
-    )
-}
+#: The estimators a file may name, skae's own (every subclass of
+#: BaseSparseAutoencoder that skae defines registers itself); loading creates
+#: no other class.
+ESTIMATORS = BaseSparseAutoencoder._skae_estimators
+ESTIMATORS[SparseAutoencoderOutlierDetector.__name__] = SparseAutoencoderOutlierDetector
 
 
 @storable

@@ -18,7 +18,7 @@ import torch
 from sklearn.utils._param_validation import Interval
 
 from ._engine.modules import LinearAutoencoder, tied_init, uniform_init
-from ._engine.rules import L0, L1, Rule, TargetActivation, TopK, WinnerTakeAll
+from ._engine.rules import L0, L1, L2, Rule, TargetActivation, TopK, WinnerTakeAll
 
 #: Builds a layer: (rule, n_inputs, width, mean, generator, settings).
 LayerMaker = Callable[..., LinearAutoencoder]
@@ -135,6 +135,14 @@ register(
         "l1",
         {"alpha": _NON_NEGATIVE},
         lambda p: L1(float(p["alpha"])),
+        tied_layer(unit_norm_atoms=False),
+    )
+)
+register(
+    Kind(
+        "l2",
+        {"alpha": _NON_NEGATIVE},
+        lambda p: L2(float(p["alpha"])),
         tied_layer(unit_norm_atoms=False),
     )
 )

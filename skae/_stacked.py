@@ -22,7 +22,7 @@ from ._engine.training import Progress, StoppingRule, adam, train
 from ._rules import KINDS, Kind
 
 #: The sparsity kinds a stack's layers may have.
-_SPARSITY = ("kl", "l1", "topk")
+_SPARSITY = ("kl", "l1", "l2", "topk")
 
 #: Parameters with a value per layer, and their ranges: every kind's, and
 #: the layers' weights.
@@ -59,18 +59,20 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
     ----------
     hidden_layer_sizes : array-like of int, default=(256, 64)
         Width of each layer, from the input side.
-    sparsity : {'kl', 'l1', 'topk'}, default='kl'
+    sparsity : {'kl', 'l1', 'l2', 'topk'}, default='kl'
         The sparsity of every layer: sigmoid units with a target mean
         activation as in :class:`KLSparseAutoencoder`, ReLU units with a
-        weighted L1 penalty as in :class:`L1SparseAutoencoder`, or the
-        ``k`` largest ReLU units as in :class:`KSparseAutoencoder`.
+        weighted L1 penalty as in :class:`L1SparseAutoencoder` or a penalty
+        on each layer's code norm as in :class:`L2SparseAutoencoder` (the
+        loss then adds ``sum_k layer_weights[k] * alpha[k] * ||h_k||``), or
+        the ``k`` largest ReLU units as in :class:`KSparseAutoencoder`.
     sparsity_target : float or array-like of float, default=0.05
         ``rho`` of each layer, with ``sparsity='kl'``; one value for all
         layers or one per layer.
     sparsity_weight : float or array-like of float, default=3.0
         ``beta`` of each layer, with ``sparsity='kl'``.
     alpha : float or array-like of float, default=1.0
-        L1 strength of each layer, with ``sparsity='l1'``.
+        Penalty strength of each layer, with ``sparsity='l1'`` or ``'l2'``.
     k : int or array-like of int, default=16
         Active units of each layer, with ``sparsity='topk'``; at most that
         layer's width.

@@ -166,6 +166,7 @@ def format_table(rows: list[dict]) -> str:
 MODELS = {
     "ksparse": "KSparseAutoencoder",
     "l1": "L1SparseAutoencoder",
+    "l2": "L2SparseAutoencoder",
     "kl": "KLSparseAutoencoder",
     "stacked": "StackedSparseAutoencoder",
     "conv": "ConvSparseAutoencoder",

@@ -128,6 +128,7 @@ def test_fit_transform_info_round_trip(data_files, suffix, capsys):
     [
         ("ksparse", ["k=3"]),
         ("l1", ["n_components=12", "alpha=0.1"]),
+        ("l2", ["n_components=12", "alpha=0.1"]),
         ("kl", ["n_components=12", "sparsity_target=0.1"]),
         ("jumprelu", ["n_components=12", "sparsity_weight=0.01"]),
         ("conv", ["image_shape=(3, 3)", "kernel_size=3", "batch_size=32"]),

@@ -9,6 +9,7 @@ from skae import (
     KLSparseAutoencoder,
     KSparseAutoencoder,
     L1SparseAutoencoder,
+    L2SparseAutoencoder,
     SparseAutoencoderOutlierDetector,
     StackedSparseAutoencoder,
 )
@@ -25,6 +26,7 @@ ESTIMATORS = [
     KSparseAutoencoder(n_components=8, k=1, matryoshka_sizes=(1,), max_iter=5),
     KSparseAutoencoder(n_components=8, k=1, sparse_output=True, max_iter=5),
     L1SparseAutoencoder(n_components=8, max_iter=5),
+    L2SparseAutoencoder(n_components=8, max_iter=5),
     # Products in bfloat16.
     KSparseAutoencoder(n_components=8, k=1, max_iter=5, precision="bfloat16"),
     L1SparseAutoencoder(n_components=8, max_iter=5, precision="bfloat16"),

@@ -22,6 +22,7 @@ from skae import (
     KLSparseAutoencoder,
     KSparseAutoencoder,
     L1SparseAutoencoder,
+    L2SparseAutoencoder,
     SparseAutoencoderOutlierDetector,
     StackedSparseAutoencoder,
 )
@@ -109,6 +110,7 @@ ESTIMATORS = [
     KSparseAutoencoder(32, k=4, encoder="omp", matryoshka_sizes=(8, 16)),
     KSparseAutoencoder(128, k=4, aux_k=8, normalize_input=True, sparse_output=True),
     L1SparseAutoencoder(16),
+    L2SparseAutoencoder(16, alpha=0.5),
     KLSparseAutoencoder(16, early_stopping=True),
     JumpReLUSparseAutoencoder(16, sparsity_weight=0.1),
     StackedSparseAutoencoder((12, 6)),

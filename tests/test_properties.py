@@ -46,6 +46,7 @@ from skae import (
     KLSparseAutoencoder,
     KSparseAutoencoder,
     L1SparseAutoencoder,
+    L2SparseAutoencoder,
     SparseAutoencoderOutlierDetector,
     StackedSparseAutoencoder,
 )
@@ -77,10 +78,12 @@ TINY = {"max_iter": 1, "batch_size": 4, "random_state": 0}
 ESTIMATORS = {
     "KSparse": lambda: KSparseAutoencoder(4, k=2, **TINY),
     "L1": lambda: L1SparseAutoencoder(4, alpha=0.1, **TINY),
+    "L2": lambda: L2SparseAutoencoder(4, alpha=0.1, **TINY),
     "KL": lambda: KLSparseAutoencoder(4, **TINY),
     "JumpReLU": lambda: JumpReLUSparseAutoencoder(4, **TINY),
     "Stacked(kl)": lambda: StackedSparseAutoencoder((4, 2), "kl", **TINY),
     "Stacked(l1)": lambda: StackedSparseAutoencoder((4, 2), "l1", **TINY),
+    "Stacked(l2)": lambda: StackedSparseAutoencoder((4, 2), "l2", **TINY),
     "Stacked(topk)": lambda: StackedSparseAutoencoder((4, 2), "topk", k=1, **TINY),
     "Conv": lambda: ConvSparseAutoencoder(n_components=2, kernel_size=3, **TINY),
     "OutlierDetector": lambda: SparseAutoencoderOutlierDetector(
@@ -756,11 +759,13 @@ STACKED_PER_LAYER = {  # lists are valid types here: one value per layer
         "sparsity_weight": [[-1, 1], [1, 2, 3]],
     },
     "l1": {"alpha": [[-1, 0.1], [0.1], [math.inf, 0.1]]},
+    "l2": {"alpha": [[-1, 0.1], [0.1], [math.inf, 0.1]]},
     "topk": {"k": [[1], [0, 1], [1, 3], [1.5, 1], [True, 1]]},
 }
 PARAMS = {
     "KSparse": KSPARSE_PARAMS,
     "L1": {"n_components": bad_ints(), "alpha": bad_reals(0)},
+    "L2": {"n_components": bad_ints(), "alpha": bad_reals(0)},
     "KL": {
         "n_components": bad_ints(),
         "sparsity_target": SPARSITY_TARGET,
@@ -788,7 +793,7 @@ PARAMS = {
         ],
         "n_components": bad_ints(),
         "kernel_size": [*bad_ints(), 2, 4],
-        "sparsity": bad_options("wta", "l1", "kl"),
+        "sparsity": bad_options("wta", "l1", "l2", "kl"),
         "k": bad_ints(),
         "lifetime_sparsity": bad_reals(0, 1, low_open=True),
         "pool_size": [0, -1, 1.5, "2", True, [2]],
@@ -813,7 +818,7 @@ for _sparsity, _per_layer in STACKED_PER_LAYER.items():
     }
     PARAMS[f"Stacked({_sparsity})"] = {
         "hidden_layer_sizes": [[], [0], [-1, 2], [2.5], "4", None, [True, 2], 4.0],
-        "sparsity": bad_options("kl", "l1", "topk"),
+        "sparsity": bad_options("kl", "l1", "l2", "topk"),
         **{
             name: [v for v in values if not isinstance(v, list)]
             + _per_layer.get(name, [])
@@ -884,10 +889,12 @@ HUGE = [10**9, 10**18]
 HUGE_PARAMS = {
     "KSparse": ["n_components", "k", "batch_size", "max_iter"],
     "L1": ["n_components", "batch_size", "max_iter"],
+    "L2": ["n_components", "batch_size", "max_iter"],
     "KL": ["n_components", "batch_size", "max_iter"],
     "JumpReLU": ["n_components", "batch_size", "max_iter"],
     "Stacked(kl)": ["hidden_layer_sizes", "batch_size", "max_iter"],
     "Stacked(l1)": ["hidden_layer_sizes", "batch_size", "max_iter"],
+    "Stacked(l2)": ["hidden_layer_sizes", "batch_size", "max_iter"],
     "Stacked(topk)": ["hidden_layer_sizes", "k", "batch_size", "max_iter"],
     "Conv": ["n_components", "k", "batch_size", "max_iter"],
     "OutlierDetector": [

@@ -119,6 +119,41 @@ class L1(Rule):
         return maps.abs().sum(dim=(2, 3))
 
 
+# -------------------------------------------------------------------- L2
+
+
+def weighted_l2(codes: Tensor, atoms: Tensor) -> Tensor:
+    """Mean over rows of ``||(h_i * ||d_i||)_i||_2``: the norm of each row's
+    activation vector, every activation weighted by its atom's norm.
+
+    Not squared: like a group lasso over a row's latents, its gradient keeps
+    its size as the codes shrink, so it drives whole rows to zero, and it
+    has no preference among the latents of a row that stays active. Its
+    gradient at a zero row is zero.
+    """
+    return torch.linalg.vector_norm(codes * atoms.norm(dim=1), dim=1).mean()
+
+
+@storable
+class L2(Rule):
+    """ReLU codes with a penalty of strength ``alpha`` on the atom-norm-weighted
+    L2 norm of each row's codes: it sparsifies rows, not latents."""
+
+    def __init__(self, alpha: float) -> None:
+        self.alpha = alpha
+
+    def activate(self, pre: Tensor, threshold: Tensor | None = None) -> Tensor:
+        return torch.relu(pre)
+
+    def penalty(self, codes, atoms, pre=None, threshold=None) -> Tensor:
+        return self.alpha * weighted_l2(codes, atoms)
+
+    def reduce_maps(self, maps: Tensor) -> Tensor:
+        """Per-image norms of each map, whose weighted norm is the norm of
+        the image's whole activation."""
+        return torch.linalg.vector_norm(maps, dim=(2, 3))
+
+
 # ---------------------------------------------------- target activation
 
 

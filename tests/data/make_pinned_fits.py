@@ -24,6 +24,7 @@ def models() -> dict:
             24, k=3, k_mode="batch", matryoshka_sizes=(8, 16), max_iter=3
         ),
         "l1": skae.L1SparseAutoencoder(16, alpha=0.1, max_iter=4),
+        "l2": skae.L2SparseAutoencoder(16, alpha=0.3, max_iter=4),
         "kl": skae.KLSparseAutoencoder(16, max_iter=4, early_stopping=True),
         "jumprelu": skae.JumpReLUSparseAutoencoder(
             16, sparsity_weight=0.01, max_iter=4
