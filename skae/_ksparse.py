@@ -238,15 +238,13 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
             )
         return tuple(int(m) for m in sizes if m < self.n_components)
 
-    def _selection(self) -> str:
-        return self.k_mode if self.encoder == "linear" else self.encoder
-
     def _update_module(self, module) -> None:
         module.rule = self._rule()
         module.aux_k = self._aux_k(module.W_dec.shape[1])
-        module.aux_coef = self.aux_k_coef
-        module.selection = self._selection()
-        module.prefix_sizes = self._prefix_sizes()
+        module.aux_k_coef = self.aux_k_coef
+        module.encoder = self.encoder
+        module.k_mode = self.k_mode
+        module.matryoshka_sizes = self._prefix_sizes()
 
     def _architecture(self) -> dict:
         # The input scale is fixed when the model starts.
@@ -258,7 +256,7 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
     def _set_fitted_state(self, module, optimizer, dtype, history, incremental):
         super()._set_fitted_state(module, optimizer, dtype, history, incremental)
         self.input_scale_ = module.input_scale
-        batch = module.selection == "batch"
+        batch = module.encoder == "linear" and module.k_mode == "batch"
         self.threshold_ = float(module.threshold) if batch else math.nan
 
     # ------------------------------------------------------------- inference
@@ -321,9 +319,10 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
             weights,
             self.k,
             aux_k=self._aux_k(n_features),
-            aux_coef=self.aux_k_coef,
-            selection=self._selection(),
-            prefix_sizes=self._prefix_sizes(),
+            aux_k_coef=self.aux_k_coef,
+            encoder=self.encoder,
+            k_mode=self.k_mode,
+            matryoshka_sizes=self._prefix_sizes(),
         )
 
     def _adapt_to_data(self, module, *, mean_squared_norm, epoch_rows) -> None:

@@ -20,13 +20,13 @@ def fast(**params):
 def test_batch_topk_training_keeps_k_per_row_on_average():
     generator = torch.Generator().manual_seed(0)
     weights = tied_init(torch.zeros(16), 128, generator)
-    module = TopKAutoencoder(weights, 4, selection="batch")
+    module = TopKAutoencoder(weights, 4, k_mode="batch")
     x = torch.randn(64, 16, generator=generator) * torch.linspace(0.1, 3, 64)[:, None]
-    codes = module.sparse_codes(x)
+    codes = module.selection.train_codes(module, x)
     per_row = (codes.values > 0).sum(dim=1)
     assert int(per_row.sum()) == 4 * 64  # k * batch in all
     assert per_row.min() < 4 < per_row.max()  # but not k in every row
-    assert per_row.max() <= module.batch_factor * 4
+    assert per_row.max() <= module.selection.factor * 4
     assert torch.isfinite(module.threshold)  # the running threshold started
 
 
@@ -200,10 +200,29 @@ def test_models_pickled_before_the_variants_still_load(sparse_data):
     # What a model pickled before the variants lacked.
     for name in ("k_mode", "encoder", "matryoshka_sizes"):
         delattr(sae, name)
-    for name in ("selection", "prefix_sizes"):
+    for name in ("encoder", "k_mode", "matryoshka_sizes"):
         delattr(sae.module_, name)
     del sae.module_._buffers["threshold"]
     loaded = pickle.loads(pickle.dumps(sae))
     np.testing.assert_array_equal(loaded.transform(sparse_data), codes)
     assert loaded.get_params()["k_mode"] == "row"
     loaded.partial_fit(sparse_data)
+
+
+def test_modules_pickled_with_the_old_names_load_with_the_new(sparse_data):
+    import pickle
+
+    sae = fast(k_mode="batch", matryoshka_sizes=(4, 8), max_iter=2).fit(sparse_data)
+    codes = sae.transform(sparse_data)
+    module = sae.module_
+    # The names before the selections were named as on the estimator.
+    old = {"selection": "batch", "prefix_sizes": (4, 8), "aux_coef": 0.5}
+    for name in ("encoder", "k_mode", "matryoshka_sizes", "aux_k_coef"):
+        delattr(module, name)
+    vars(module).update(old)
+    loaded = pickle.loads(pickle.dumps(sae)).module_
+    assert (loaded.encoder, loaded.k_mode) == ("linear", "batch")
+    assert (loaded.matryoshka_sizes, loaded.aux_k_coef) == ((4, 8), 0.5)
+    assert not {"selection", "prefix_sizes", "aux_coef"} & set(vars(loaded))
+    sae.module_ = loaded
+    np.testing.assert_array_equal(sae.transform(sparse_data), codes)

@@ -161,8 +161,8 @@ def test_a_failed_warm_start_restores_the_module_settings(sparse_data):
         128, 2, aux_k=0, max_iter=1, warm_start=True, random_state=0
     )
     sae.fit(sparse_data)
-    before = (sae.module_.rule.k, sae.module_.aux_k, sae.module_.aux_coef)
+    before = (sae.module_.rule.k, sae.module_.aux_k, sae.module_.aux_k_coef)
     sae.set_params(k=3, aux_k=8, aux_k_coef=5.0, learning_rate=1e30)
     with pytest.raises(ValueError, match="diverged"):
         sae.fit(sparse_data)
-    assert (sae.module_.rule.k, sae.module_.aux_k, sae.module_.aux_coef) == before
+    assert (sae.module_.rule.k, sae.module_.aux_k, sae.module_.aux_k_coef) == before

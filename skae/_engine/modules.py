@@ -11,23 +11,13 @@ from torch import Tensor, nn
 from .precision import product
 from .rules import Rule, TopK, apply_cut, lifetime_cut
 from .topk import (
-    batch_keep,
+    Selection,
+    SparseCodes,
     latent_counts,
-    matching_pursuit,
-    orthogonal_matching_pursuit,
+    selection,
     sparse_decode,
     topk_encode,
 )
-
-
-class SparseCodes(NamedTuple):
-    """Top-k codes as the values and latent indices of each row's kept latents."""
-
-    values: Tensor
-    indices: Tensor
-
-    def detach(self) -> SparseCodes:
-        return SparseCodes(self.values.detach(), self.indices)
 
 
 class ForwardOutput(NamedTuple):
@@ -271,9 +261,6 @@ class LinearAutoencoder(Autoencoder):
             self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
-PURSUITS = {"mp": matching_pursuit, "omp": orthogonal_matching_pursuit}
-
-
 class TopKAutoencoder(LinearAutoencoder):
     """One-layer top-k autoencoder whose training touches only kept latents.
 
@@ -282,37 +269,28 @@ class TopKAutoencoder(LinearAutoencoder):
     (:mod:`skae._engine.topk`). Evaluation and inference use dense codes,
     the same as training's for a row.
 
-    How latents are chosen (``selection``):
-
-    * ``'row'``: the ``k`` largest pre-activations of each row.
-    * ``'batch'``: BatchTopK (Bussmann et al. 2024). In training, the
-      ``k * batch`` largest of the batch's pre-activations, so that a row
-      uses more or fewer than ``k`` latents: at most ``batch_factor * k``,
-      the candidates each row offers. ``threshold`` follows the smallest
-      kept activation, averaged over steps; inference keeps, row by row,
-      every pre-activation above it.
-    * ``'mp'``: ``k`` steps of matching pursuit over the decoder's unit
-      atoms (Costa et al. 2025), with signed codes; the encoder weights are
-      unused. ``'omp'``: orthogonal matching pursuit, the codes refit by
-      least squares after each step.
+    How latents are chosen is a :class:`~skae._engine.topk.Selection`, named
+    as on the estimator: ``encoder='linear'`` with ``k_mode='row'`` (the
+    ``k`` largest pre-activations of each row) or ``'batch'`` (BatchTopK,
+    whose running ``threshold`` buffer is kept here), or ``encoder='mp'`` or
+    ``'omp'`` (matching pursuit over the decoder's atoms).
 
     With ``aux_k > 0``, latents that have fired on none of the last
     ``dead_after`` training rows are *dead*, and the auxiliary loss of Gao et
     al. (2024) trains them: the ``aux_k`` largest dead pre-activations of
     each row reconstruct the row's residual ``x - x_hat``, and
-    ``aux_coef * ||residual - aux_reconstruction||^2`` joins the loss. The
+    ``aux_k_coef * ||residual - aux_reconstruction||^2`` joins the loss. The
     dead set is read from the device every ``refresh_steps`` steps, not at
     every step.
 
-    With ``prefix_sizes`` (Matryoshka dictionaries, Bussmann, Nabeshima et
-    al. 2025), the loss adds, for each size ``m``, the squared error of the
-    reconstruction from the codes of the first ``m`` latents alone, so that
-    every prefix is a usable smaller dictionary.
+    With ``matryoshka_sizes`` (Matryoshka dictionaries, Bussmann, Nabeshima
+    et al. 2025; the sizes below the whole dictionary), the loss adds, for
+    each size ``m``, the squared error of the reconstruction from the codes
+    of the first ``m`` latents alone, so that every prefix is a usable
+    smaller dictionary.
     """
 
     refresh_steps = 128
-    threshold_momentum = 0.05
-    batch_factor = 4
 
     def __init__(
         self,
@@ -320,24 +298,43 @@ class TopKAutoencoder(LinearAutoencoder):
         k: int,
         *,
         aux_k: int = 0,
-        aux_coef: float = 1 / 32,
+        aux_k_coef: float = 1 / 32,
         dead_after: int = 10_000_000,
         input_scale: float = 1.0,
-        selection: str = "row",
-        prefix_sizes: tuple[int, ...] = (),
+        encoder: str = "linear",
+        k_mode: str = "row",
+        matryoshka_sizes: tuple[int, ...] = (),
     ) -> None:
         super().__init__(weights, TopK(k), input_scale=input_scale)
         self.aux_k = aux_k
-        self.aux_coef = aux_coef
+        self.aux_k_coef = aux_k_coef
         self.dead_after = dead_after
-        self.selection = selection
-        self.prefix_sizes = tuple(prefix_sizes)
+        self.encoder = encoder
+        self.k_mode = k_mode
+        self.matryoshka_sizes = tuple(matryoshka_sizes)
         self.register_buffer(
             "rows_since_fired", torch.zeros(self.n_components, dtype=torch.long)
         )
         self.register_buffer("threshold", torch.tensor(math.nan))
         self._dead = None
         self._steps = 0
+
+    @staticmethod
+    def upgrade_attributes(attributes: dict) -> dict:
+        """Attributes stored by an older skae, under today's names."""
+        attributes = dict(attributes)
+        selection = attributes.pop("selection", None)
+        if selection is not None:
+            linear = selection in ("row", "batch")
+            attributes.setdefault("encoder", "linear" if linear else selection)
+            attributes.setdefault("k_mode", selection if linear else "row")
+        for old, new in (
+            ("prefix_sizes", "matryoshka_sizes"),
+            ("aux_coef", "aux_k_coef"),
+        ):
+            if old in attributes:
+                attributes.setdefault(new, attributes.pop(old))
+        return attributes
 
     def __getstate__(self) -> dict:
         # The cached dead set is a device tensor outside the buffers: copies
@@ -348,8 +345,9 @@ class TopKAutoencoder(LinearAutoencoder):
         return {**super().__getstate__(), "_dead": dead}
 
     def __setstate__(self, state: dict) -> None:
-        # Modules pickled before the selection modes and Matryoshka prefixes.
-        state = {"selection": "row", "prefix_sizes": ()} | state
+        # Modules pickled before the selections and Matryoshka prefixes.
+        defaults = {"encoder": "linear", "k_mode": "row", "matryoshka_sizes": ()}
+        state = defaults | self.upgrade_attributes(state)
         buffers = state["_buffers"]
         if "threshold" not in buffers:
             buffers["threshold"] = torch.tensor(math.nan)
@@ -359,60 +357,30 @@ class TopKAutoencoder(LinearAutoencoder):
     def k(self) -> int:
         return self.rule.k
 
-    # ------------------------------------------------------------- codes
-
     @property
-    def pursuit(self):
-        """The matching-pursuit encoder in use, or None for a linear one."""
-        return PURSUITS.get(self.selection)
+    def selection(self) -> Selection:
+        """How this module chooses each row's latents."""
+        return selection(self.encoder, self.k_mode)
 
-    def sparse_codes(self, centered: Tensor) -> SparseCodes:
-        """The training codes of centred, scaled rows, kept latents only."""
-        if self.pursuit is not None:
-            return SparseCodes(*self.pursuit(centered, self.W_dec, self.k))
-        if self.selection == "row":
-            return SparseCodes(*topk_encode(centered, self.W_enc, self.b_enc, self.k))
-        width = min(self.batch_factor * self.k, self.n_components)
-        values, indices = topk_encode(centered, self.W_enc, self.b_enc, width)
-        keep = batch_keep(values, self.k)
-        self._follow_threshold(values.detach(), keep)
-        return SparseCodes(values * keep, indices)
-
-    @torch.no_grad()
-    def _follow_threshold(self, values: Tensor, keep: Tensor) -> None:
-        """Move ``threshold`` towards the batch's smallest kept activation,
-        without a host sync."""
-        smallest = torch.where(keep & (values > 0), values, math.inf).min()
-        moved = torch.where(
-            torch.isnan(self.threshold),
-            smallest,
-            self.threshold.lerp(smallest, self.threshold_momentum),
-        )
-        self.threshold.copy_(torch.where(torch.isinf(smallest), self.threshold, moved))
+    # ------------------------------------------------------------- codes
 
     def encode(self, x: Tensor) -> Tensor:
         kept = self.kept_codes(x)
-        if kept is not None:
-            # Matching pursuit may pick an atom twice: its codes add up.
-            codes = kept.values.new_zeros(len(x), self.n_components)
-            return codes.scatter_add_(1, kept.indices, kept.values)
-        pre = self.preactivate(x)
-        if torch.isnan(self.threshold):  # never trained in batch mode
-            return self.rule.activate(pre)
-        return torch.where(pre > self.threshold, pre, 0).relu_()
+        if kept is None:
+            return self.selection.dense_codes(self, x)
+        # Matching pursuit may pick an atom twice: its codes add up.
+        codes = kept.values.new_zeros(len(x), self.n_components)
+        return codes.scatter_add_(1, kept.indices, kept.values)
 
     def kept_codes(self, x: Tensor) -> SparseCodes | None:
         """The codes of :meth:`encode` as each row's kept latents, ``k`` a
-        row (some may be zero), or None for BatchTopK, whose rows keep
-        however many pass the threshold. Selected as in training: no
-        (batch, width) pre-activations, and a bfloat16 product is selected
-        from as it is."""
-        if self.selection == "batch":
+        row (some may be zero), or None for a selection whose rows keep
+        however many pass a threshold. Selected as in training: no (batch,
+        width) pre-activations, and a bfloat16 product is selected from as
+        it is."""
+        if not self.selection.keeps_k:
             return None
-        centered = self._centered(x)
-        if self.pursuit is not None:
-            return SparseCodes(*self.pursuit(centered, self.W_dec, self.k))
-        return SparseCodes(*topk_encode(centered, self.W_enc, self.b_enc, self.k))
+        return self.selection.kept_codes(self, self._centered(x))
 
     def _centered(self, x: Tensor) -> Tensor:
         x = self.scaled(x)
@@ -426,7 +394,7 @@ class TopKAutoencoder(LinearAutoencoder):
             penalty = self.weight_penalty() + self.prefix_penalty(x, codes)
             return ForwardOutput(self.decode(codes), codes, penalty)
         centered = self._centered(x)
-        codes = self.sparse_codes(centered)
+        codes = self.selection.train_codes(self, centered)
         reconstruction = sparse_decode(
             codes.values, codes.indices, self.W_dec, self.b_dec
         )
@@ -436,10 +404,10 @@ class TopKAutoencoder(LinearAutoencoder):
         return ForwardOutput(self.unscaled(reconstruction), codes, penalty)
 
     def prefix_penalty(self, x: Tensor, codes: Tensor | SparseCodes) -> Tensor:
-        """Sum over ``prefix_sizes`` of the mean squared error of each row's
-        reconstruction from its codes on the prefix's latents alone."""
+        """Sum over ``matryoshka_sizes`` of the mean squared error of each
+        row's reconstruction from its codes on the prefix's latents alone."""
         total = x.new_zeros(())
-        for size in self.prefix_sizes:
+        for size in self.matryoshka_sizes:
             if isinstance(codes, SparseCodes):
                 values = codes.values * (codes.indices < size)
                 prefix = sparse_decode(values, codes.indices, self.W_dec, self.b_dec)
@@ -452,20 +420,21 @@ class TopKAutoencoder(LinearAutoencoder):
         return total
 
     def activity_sum(self, codes: Tensor | SparseCodes) -> Tensor:
-        if isinstance(codes, SparseCodes) and self.pursuit is not None:
-            # Matching pursuit may pick an atom twice in a row: count it once.
+        if not isinstance(codes, SparseCodes):
+            return super().activity_sum(codes)
+        if self.selection.repeats:
+            # A latent picked twice in a row counts once.
             dense = codes.values.new_zeros(len(codes.values), self.n_components)
-            codes = dense.scatter_add_(1, codes.indices, codes.values)
-        if isinstance(codes, SparseCodes):
-            counts = latent_counts(codes.values, codes.indices, self.n_components)
-            return counts.to(codes.values.dtype)
-        return super().activity_sum(codes)
+            dense = dense.scatter_add_(1, codes.indices, codes.values)
+            return super().activity_sum(dense)
+        counts = latent_counts(codes.values, codes.indices, self.n_components)
+        return counts.to(codes.values.dtype)
 
     def measure(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        if self.selection != "row":
+        if self.encoder != "linear" or not self.selection.keeps_k:
             return super().measure(x)
         # From the kept latents, without the dense codes.
-        values, indices = topk_encode(self._centered(x), self.W_enc, self.b_enc, self.k)
+        values, indices = self.selection.kept_codes(self, self._centered(x))
         counts = latent_counts(values, indices, self.n_components).to(values.dtype)
         reconstruction = sparse_decode(values, indices, self.W_dec, self.b_dec)
         error = (self.unscaled(reconstruction) - x).square().sum(dtype=torch.float64)
@@ -482,8 +451,9 @@ class TopKAutoencoder(LinearAutoencoder):
 
     def aux_penalty(self, centered: Tensor, residual: Tensor) -> Tensor:
         """Gao et al.'s auxiliary loss over the dead latents, scaled by
-        ``aux_coef``; zero when none is dead or ``aux_k`` is 0."""
-        if not self.aux_k or self.pursuit is not None:
+        ``aux_k_coef``; zero when none is dead, ``aux_k`` is 0, or the
+        selection does not use the encoder."""
+        if not self.aux_k or not self.selection.uses_encoder:
             return centered.new_zeros(())
         # Refresh at least once per dead window, so that small data sets do
         # not wait many epochs for their first dead latents.
@@ -500,7 +470,7 @@ class TopKAutoencoder(LinearAutoencoder):
         values, picked = topk_encode(centered, self.W_enc[dead], self.b_enc[dead], k)
         aux = sparse_decode(values, picked, self.W_dec[dead], self.b_dec.new_zeros(()))
         error = self.unscaled(residual - aux).square().sum(dim=1).mean()
-        return self.aux_coef * error
+        return self.aux_k_coef * error
 
     def truncated(self, size: int) -> TopKAutoencoder:
         """A copy that keeps the first ``size`` latents (``k`` capped at it)."""
@@ -514,11 +484,12 @@ class TopKAutoencoder(LinearAutoencoder):
             weights,
             min(self.k, size),
             aux_k=min(self.aux_k, size),
-            aux_coef=self.aux_coef,
+            aux_k_coef=self.aux_k_coef,
             dead_after=self.dead_after,
             input_scale=self.input_scale,
-            selection=self.selection,
-            prefix_sizes=tuple(m for m in self.prefix_sizes if m < size),
+            encoder=self.encoder,
+            k_mode=self.k_mode,
+            matryoshka_sizes=tuple(m for m in self.matryoshka_sizes if m < size),
         ).to(self.W_dec.device)
         copy.rows_since_fired.copy_(self.rows_since_fired[:size])
         copy.threshold.copy_(self.threshold)

@@ -367,6 +367,10 @@ def restore_module(module: nn.Module, state: dict) -> nn.Module:
             sub = module.get_submodule(name)
         except AttributeError:
             raise FileFormatError(f"the model has no part {name!r}") from None
+        # A module whose attributes were renamed reads older files' names.
+        upgrade = getattr(type(sub), "upgrade_attributes", None)
+        if upgrade is not None and isinstance(attributes, dict):
+            attributes = upgrade(attributes)
         for key, value in attributes.items():
             _check_attribute(sub, key)
             vars(sub)[key] = value

@@ -11,6 +11,10 @@ package goes through :func:`largest_k`, so that all paths break ties alike.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -244,3 +248,124 @@ def batch_keep(values: Tensor, k: int) -> Tensor:
     keep = torch.zeros_like(flat, dtype=torch.bool)
     keep[torch.topk(flat, n_kept, sorted=False).indices] = True
     return keep.view_as(values)
+
+
+# -------------------------------------------------------------- selection
+
+
+class SparseCodes(NamedTuple):
+    """Top-k codes as the values and latent indices of each row's kept latents."""
+
+    values: Tensor
+    indices: Tensor
+
+    def detach(self) -> SparseCodes:
+        return SparseCodes(self.values.detach(), self.indices)
+
+
+class Selection:
+    """How a top-k module chooses each row's latents, in training and after.
+
+    A selection reads the module's weights (and, for BatchTopK, its
+    ``threshold`` buffer) and gives each row's kept latents as
+    :class:`SparseCodes`. ``centered`` rows are scaled, with the input bias
+    taken away.
+    """
+
+    #: Whether a row may list a latent twice (its codes then add up).
+    repeats = False
+    #: Whether codes come from the encoder's weights, so that the auxiliary
+    #: loss can train dead latents.
+    uses_encoder = True
+    #: Whether :meth:`kept_codes` gives every row's codes (else rows keep a
+    #: varying number, and :meth:`dense_codes` encodes).
+    keeps_k = True
+
+    def train_codes(self, module, centered: Tensor) -> SparseCodes:
+        """The training codes of ``centered`` rows."""
+        raise NotImplementedError
+
+    def kept_codes(self, module, centered: Tensor) -> SparseCodes:
+        """Inference's codes, ``k`` a row (some may be zero), selected as in
+        training."""
+        return self.train_codes(module, centered)
+
+    def dense_codes(self, module, x: Tensor) -> Tensor:
+        """Inference's codes of raw rows ``x``, for a selection that does
+        not keep ``k`` a row."""
+        raise NotImplementedError
+
+
+class RowTopK(Selection):
+    """The ``k`` largest pre-activations of each row."""
+
+    def train_codes(self, module, centered: Tensor) -> SparseCodes:
+        return SparseCodes(*topk_encode(centered, module.W_enc, module.b_enc, module.k))
+
+
+class BatchTopK(Selection):
+    """BatchTopK (Bussmann et al. 2024): in training, the ``k * batch``
+    largest of the batch's pre-activations, so that a row uses more or fewer
+    than ``k`` latents (at most ``factor * k``, the candidates each row
+    offers). The module's ``threshold`` buffer follows the smallest kept
+    activation, averaged over steps with ``momentum``; inference keeps, row
+    by row, every pre-activation above it."""
+
+    keeps_k = False
+    factor = 4
+    momentum = 0.05
+
+    def train_codes(self, module, centered: Tensor) -> SparseCodes:
+        width = min(self.factor * module.k, module.n_components)
+        values, indices = topk_encode(centered, module.W_enc, module.b_enc, width)
+        keep = batch_keep(values, module.k)
+        self.follow(module.threshold, values.detach(), keep)
+        return SparseCodes(values * keep, indices)
+
+    @torch.no_grad()
+    def follow(self, threshold: Tensor, values: Tensor, keep: Tensor) -> None:
+        """Move ``threshold`` towards the batch's smallest kept activation,
+        without a host sync."""
+        smallest = torch.where(keep & (values > 0), values, math.inf).min()
+        moved = torch.where(
+            torch.isnan(threshold), smallest, threshold.lerp(smallest, self.momentum)
+        )
+        threshold.copy_(torch.where(torch.isinf(smallest), threshold, moved))
+
+    def kept_codes(self, module, centered: Tensor) -> SparseCodes:
+        raise NotImplementedError("BatchTopK rows keep a varying number")
+
+    def dense_codes(self, module, x: Tensor) -> Tensor:
+        pre = module.preactivate(x)
+        if torch.isnan(module.threshold):  # never trained in batch mode
+            return module.rule.activate(pre)
+        return torch.where(pre > module.threshold, pre, 0).relu_()
+
+
+class Pursuit(Selection):
+    """``k`` steps of a matching pursuit over the decoder's unit atoms, with
+    signed codes; the encoder's weights are unused."""
+
+    repeats = True
+    uses_encoder = False
+
+    def __init__(self, pursue: Callable[..., tuple[Tensor, Tensor]]) -> None:
+        self.pursue = pursue
+
+    def train_codes(self, module, centered: Tensor) -> SparseCodes:
+        return SparseCodes(*self.pursue(centered, module.W_dec, module.k))
+
+
+#: The selections by the estimator's name for them: ``k_mode`` for the
+#: linear encoder, else ``encoder``.
+SELECTIONS = {
+    "row": RowTopK(),
+    "batch": BatchTopK(),
+    "mp": Pursuit(matching_pursuit),
+    "omp": Pursuit(orthogonal_matching_pursuit),
+}
+
+
+def selection(encoder: str, k_mode: str) -> Selection:
+    """The selection of a top-k module with this ``encoder`` and ``k_mode``."""
+    return SELECTIONS[k_mode if encoder == "linear" else encoder]

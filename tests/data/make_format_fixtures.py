@@ -23,6 +23,7 @@ def fixtures() -> dict:
             16, k=3, k_mode="batch", matryoshka_sizes=(4, 8), max_iter=3
         ),
         "l1": skae.L1SparseAutoencoder(8, alpha=0.1, max_iter=3),
+        "l2": skae.L2SparseAutoencoder(8, alpha=0.1, max_iter=3),
         "kl": skae.KLSparseAutoencoder(8, max_iter=3, early_stopping=True),
         "jumprelu": skae.JumpReLUSparseAutoencoder(8, sparsity_weight=0.01, max_iter=3),
         "stacked": skae.StackedSparseAutoencoder((8, 4), sparsity="l1", max_iter=2),
@@ -35,9 +36,13 @@ def fixtures() -> dict:
     }
 
 
-def main() -> None:
+def main(names: list[str]) -> None:
+    """Write the fixtures named, or all when none is: a new estimator's file
+    is added beside the frozen ones, which stay as they were written."""
     X = np.random.RandomState(0).randn(60, 6)
     for name, estimator in fixtures().items():
+        if names and name not in names:
+            continue
         if "random_state" in estimator.get_params():
             estimator.set_params(random_state=0)
         estimator.fit(X)
@@ -51,4 +56,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])
