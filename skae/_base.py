@@ -270,6 +270,23 @@ class BaseSparseAutoencoder(
 
     # ------------------------------------------------------------------ hooks
 
+    #: Parameters that say how long, where, in what precision or in what
+    #: form a run works, not what it learns: a checkpoint resumes across
+    #: changes of these.
+    _run_free_parameters = frozenset(
+        {
+            "max_iter",
+            "tol",
+            "n_iter_no_change",
+            "device",
+            "precision",
+            "verbose",
+            "warm_start",
+            "checkpoint_path",
+            "checkpoint_interval",
+        }
+    )
+
     #: The sparsity kind of a one-layer estimator: a name in
     #: :data:`skae._rules.KINDS`.
     _sparsity_kind: str = ""
@@ -689,22 +706,10 @@ class BaseSparseAutoencoder(
         (shape, dtype and a hash of sampled rows) and every parameter that
         shapes the run (not those that only say how long, where or in what
         precision it runs)."""
-        free = {
-            "max_iter",
-            "tol",
-            "n_iter_no_change",
-            "device",
-            "precision",
-            "sparse_output",
-            "verbose",
-            "warm_start",
-            "checkpoint_path",
-            "checkpoint_interval",
-        }
         params = {
             name: _comparable(value)
             for name, value in self.get_params(deep=False).items()
-            if name not in free
+            if name not in self._run_free_parameters
         }
         data = data_fingerprint(X)
         return {

@@ -153,6 +153,9 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
     """
 
     _sparsity_kind = "topk"
+    _run_free_parameters = BaseSparseAutoencoder._run_free_parameters | {
+        "sparse_output"
+    }
 
     _parameter_constraints: dict = {
         **BaseSparseAutoencoder._parameter_constraints,

@@ -535,6 +535,7 @@ def test_a_checkpoint_of_a_newer_format_asks_for_an_upgrade(sparse_data, tmp_pat
         ({"precision": "bfloat16"}, 4),
         ({"verbose": 1}, 4),
         ({"checkpoint_interval": 0.5}, 4),
+        ({"sparse_output": True}, 4),  # the form of transform's output
     ],
     ids=lambda value: "-".join(value) if isinstance(value, dict) else str(value),
 )
