@@ -879,6 +879,25 @@ class BaseSparseAutoencoder(
         """The function of (module, batch) that gives :meth:`transform`'s codes."""
         return lambda module, x: module.encode(x)
 
+    @contextmanager
+    def _code_batches(self, X):
+        """``(first row, codes)`` for each inference batch of X, in row order:
+        the codes of :meth:`transform`, on the inference device, in X's float
+        precision, until the caller moves them. :mod:`skae.inspect` reads
+        codes through this."""
+        check_is_fitted(self)
+        encode = self._encoder()
+        X = self._validate_X(X, reset=False)
+        with self._inference_batches(X) as (module, batches):
+
+            def codes():
+                start = 0
+                for x in batches:
+                    yield start, encode(module, x)
+                    start += x.shape[0]
+
+            yield codes()
+
     def inverse_transform(self, X):
         """Decode codes back into input space.
 

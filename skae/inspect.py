@@ -13,8 +13,6 @@ position for :class:`~skae.ConvSparseAutoencoder`.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from numbers import Integral, Real
 
 import numpy as np
@@ -31,27 +29,6 @@ _FLOATS = (np.float64, np.float32)
 _BLOCK_ENTRIES = 2**22
 
 # ------------------------------------------------------------------- codes
-
-
-@contextmanager
-def _code_batches(estimator, X) -> Iterator[Iterator[tuple[int, torch.Tensor]]]:
-    """``(first row, codes)`` for each inference batch of X, in row order.
-
-    The codes are those of ``transform``, on the estimator's device, in X's
-    float precision; they live on the device until the caller moves them.
-    """
-    check_is_fitted(estimator)
-    encode = estimator._encoder()
-    X = estimator._validate_X(X, reset=False)
-    with estimator._inference_batches(X) as (module, batches):
-
-        def codes() -> Iterator[tuple[int, torch.Tensor]]:
-            start = 0
-            for x in batches:
-                yield start, encode(module, x)
-                start += x.shape[0]
-
-        yield codes()
 
 
 @validate_params(
@@ -114,7 +91,7 @@ def latent_statistics(estimator, X) -> Bunch:
     True
     """
     fired, total, n_samples = 0, 0, 0
-    with _code_batches(estimator, X) as batches:
+    with estimator._code_batches(X) as batches:
         for _, codes in batches:
             fired = fired + (codes != 0).sum(dim=0)
             total = total + codes.sum(dim=0, dtype=torch.float64)
@@ -141,7 +118,7 @@ def _checked_latents(latent, estimator) -> np.ndarray:
         raise ValueError(
             f"latent must be an int or a non-empty 1-D list of ints; got {latent!r}."
         )
-    n_latents = estimator._n_features_out
+    n_latents = len(estimator.get_feature_names_out())
     outside = latents[(latents < 0) | (latents >= n_latents)]
     if outside.size:
         raise ValueError(
@@ -209,7 +186,7 @@ def top_activating(estimator, X, latent, n=10) -> tuple[np.ndarray, np.ndarray]:
     check_is_fitted(estimator)
     latents = _checked_latents(latent, estimator)
     best_codes = best_rows = None
-    with _code_batches(estimator, X) as batches:
+    with estimator._code_batches(X) as batches:
         for start, codes in batches:
             index = torch.from_numpy(latents).to(codes.device)
             values = codes[:, index].T
