@@ -168,6 +168,35 @@ class _Checkpointer(Callback):
             )
 
 
+#: The constraints of the one-layer estimators' dictionary parameters.
+DICTIONARY_CONSTRAINTS = {
+    "dictionary": [StrOptions({"free", "archetypal"})],
+    "relaxation": [Interval(Real, 0, None, closed="left")],
+}
+
+
+def _n_archetypes(n_components: int) -> int:
+    """Rows whose relaxed hull holds an archetypal dictionary: four per
+    atom, at most 8192 (and never fewer than the atoms)."""
+    return max(n_components, min(4 * n_components, 8192))
+
+
+def _spread_rows(source, rows, n: int) -> torch.Tensor:
+    """``n`` of ``rows`` spread evenly through them in order (repeated when
+    there are fewer), dense, as float32: the same rows whatever the seed."""
+    positions = np.linspace(0, len(rows) - 1, n).round().astype(np.int64)
+    picked, seen = [], 0
+    for chunk in rows.ordered(max(1, len(rows) // 64)):
+        inside = positions[(positions >= seen) & (positions < seen + len(chunk))]
+        picked.append(chunk[inside - seen])
+        seen += len(chunk)
+    indices = np.concatenate(picked)
+    unique, inverse = np.unique(indices, return_inverse=True)
+    block = source.read(unique)
+    block = block.toarray() if sp.issparse(block) else np.asarray(block)
+    return torch.from_numpy(block[inverse].astype(np.float32))
+
+
 def _sums(source, rows) -> tuple:
     """Column sums, sum of squares and count of ``rows``, over all processes."""
     col_sum, squares, n = column_sums(source, rows)
@@ -327,7 +356,11 @@ class BaseSparseAutoencoder(
     def _module_skeleton(self, n_features: int) -> torch.nn.Module:
         """A module of the shape these parameters give for ``n_features``
         inputs (its weights are arbitrary)."""
-        return self._make_module(n_features, torch.zeros(n_features), torch.Generator())
+        generator = torch.Generator()
+        module = self._make_module(n_features, torch.zeros(n_features), generator)
+        if self._dictionary() == "archetypal":
+            self._shape_dictionary(module, None, generator)
+        return module
 
     def _reject_booleans(self) -> None:
         """Refuse ``True`` or ``False`` where a number is expected, alone or in
@@ -353,7 +386,10 @@ class BaseSparseAutoencoder(
 
     def _architecture(self) -> dict:
         """The parameters that fix the module's shape, by name."""
-        return {"n_components": self.n_components}
+        shape = {"n_components": self.n_components}
+        if "dictionary" in self.get_params(deep=False):
+            shape["dictionary"] = self.dictionary
+        return shape
 
     def _check_incremental(self) -> None:
         for name, value in self._architecture().items():
@@ -779,7 +815,36 @@ class BaseSparseAutoencoder(
         self._adapt_to_data(
             module, mean_squared_norm=squares / n, epoch_rows=epoch_rows
         )
+        if self._dictionary() == "archetypal":
+            archetypes = _spread_rows(
+                source, train_rows, _n_archetypes(module.n_components)
+            )
+            archetypes = (archetypes - mean.float()) * module.input_scale
+            self._shape_dictionary(module, archetypes, generator)
         return module.to(device)
+
+    def _dictionary(self) -> str:
+        """How the atoms may move: 'free', or 'archetypal' (one-layer models)."""
+        return self.get_params(deep=False).get("dictionary", "free")
+
+    def _shape_dictionary(self, module, archetypes, generator) -> None:
+        """Make ``module``'s dictionary archetypal. The archetypes (centred
+        rows, or None for a module whose weights a file or checkpoint will
+        fill) are scaled to an RMS norm of 1; each atom starts at its own
+        archetype, drawn with ``generator``, and may move in the hull of all
+        of them relaxed by ``relaxation``."""
+        n_atoms, n_features = module.n_components, module.b_dec.shape[0]
+        offsets = torch.zeros(n_atoms, n_features)
+        if archetypes is None:
+            n_archetypes = _n_archetypes(n_atoms)
+            weights = torch.zeros(n_atoms, n_archetypes)
+            archetypes = torch.zeros(n_archetypes, n_features)
+        else:
+            rms = archetypes.square().sum(dim=1).mean().sqrt()
+            archetypes = archetypes / rms.clamp_min(1e-12)
+            start = torch.randperm(len(archetypes), generator=generator)[:n_atoms]
+            weights = torch.nn.functional.one_hot(start, len(archetypes)).float()
+        module.make_archetypal(archetypes, self.relaxation, weights, offsets)
 
     def _adapt_to_data(
         self, module, *, mean_squared_norm: float, epoch_rows: int | None

@@ -92,7 +92,23 @@ feature_names_in_ : ndarray of shape (n_features,)
     Names of features seen during ``fit``, when X has string column names.
 """
 
+_DICTIONARY_PARAMETERS = """\
+dictionary : {'free', 'archetypal'}, default='free'
+    How the atoms may move. ``'archetypal'`` holds each atom in the convex
+    hull of ``4 * n_components`` training rows (at most 8192; centred, spread evenly
+    through the data, whatever the seed), relaxed by ``relaxation``: atom
+    ``i`` is ``w_i @ A + l_i``, with ``w_i`` non-negative and summing to 1,
+    and ``||l_i||`` at most ``relaxation`` times the RMS norm of the rows
+    ``A`` (the relaxed archetypal SAE of Fel et al. 2025). Dictionaries
+    then vary less from seed to seed, at some cost in reconstruction
+    (``benchmarks/results/archetypal.md``); the atoms' norms are free.
+relaxation : float, default=0.1
+    With ``dictionary='archetypal'``: how far an atom may leave the hull,
+    as a share of the rows' RMS norm, ``>= 0``.
+"""
+
 _SECTIONS = {
+    "dictionary_parameters": _DICTIONARY_PARAMETERS,
     "training_parameters": _TRAINING_PARAMETERS,
     "fitted_attributes": _FITTED_ATTRIBUTES,
 }

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._base import BaseSparseAutoencoder
+from ._base import DICTIONARY_CONSTRAINTS, BaseSparseAutoencoder
 from ._docs import fill_doc
 
 
@@ -63,6 +63,7 @@ class JumpReLUSparseAutoencoder(BaseSparseAutoencoder):
         thresholds settle near: thresholds far below it start almost every
         latent active, and training may then settle in a nearly dense
         model that the penalty does not leave.
+    %(dictionary_parameters)s
     learning_rate : float, default=3e-3
         Adam's step size. Thresholds are learned as logarithms, so they
         change by a factor of about ``1 + learning_rate`` per step at most.
@@ -123,6 +124,7 @@ class JumpReLUSparseAutoencoder(BaseSparseAutoencoder):
 
     _parameter_constraints: dict = {
         **BaseSparseAutoencoder._parameter_constraints,
+        **DICTIONARY_CONSTRAINTS,
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "sparsity_weight": [Interval(Real, 0, None, closed="left")],
         "bandwidth": [Interval(Real, 0, None, closed="neither")],
@@ -138,6 +140,8 @@ class JumpReLUSparseAutoencoder(BaseSparseAutoencoder):
         sparsity_weight=1.0,
         bandwidth=0.1,
         *,
+        dictionary="free",
+        relaxation=0.1,
         initial_threshold="auto",
         learning_rate=3e-3,
         batch_size=256,

@@ -6,7 +6,7 @@ from numbers import Integral, Real
 
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._base import BaseSparseAutoencoder
+from ._base import DICTIONARY_CONSTRAINTS, BaseSparseAutoencoder
 from ._docs import fill_doc
 
 
@@ -51,6 +51,7 @@ class KLSparseAutoencoder(BaseSparseAutoencoder):
         Activation of the reconstruction. Use 'sigmoid' for data scaled into
         (0, 1), as in CS294A (for instance ``make_image_patches(...,
         preprocessing='cs294a')``).
+    %(dictionary_parameters)s
     learning_rate : float, default=1e-2
         Adam's step size. Sigmoid units with a small target activation learn
         slowly at smaller steps and can settle with every unit at a constant
@@ -93,6 +94,7 @@ class KLSparseAutoencoder(BaseSparseAutoencoder):
 
     _parameter_constraints: dict = {
         **BaseSparseAutoencoder._parameter_constraints,
+        **DICTIONARY_CONSTRAINTS,
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "sparsity_target": [Interval(Real, 0, 1, closed="neither")],
         "sparsity_weight": [Interval(Real, 0, None, closed="left")],
@@ -110,6 +112,8 @@ class KLSparseAutoencoder(BaseSparseAutoencoder):
         weight_decay=1e-4,
         output_activation="identity",
         *,
+        dictionary="free",
+        relaxation=0.1,
         learning_rate=1e-2,
         batch_size=256,
         max_iter=100,

@@ -13,7 +13,7 @@ from sklearn.base import clone
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import BaseSparseAutoencoder, _output_dtype
+from ._base import DICTIONARY_CONSTRAINTS, BaseSparseAutoencoder, _output_dtype
 from ._docs import fill_doc
 from ._engine.modules import TopKAutoencoder, tied_init
 
@@ -100,6 +100,7 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
         ``learning_rate`` suits data of any scale. ``transform`` applies the
         same factor and ``inverse_transform`` undoes it; ``input_scale_``
         holds it.
+    %(dictionary_parameters)s
     learning_rate : float, default=3e-3
         Adam's step size.
     %(training_parameters)s
@@ -159,6 +160,7 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
 
     _parameter_constraints: dict = {
         **BaseSparseAutoencoder._parameter_constraints,
+        **DICTIONARY_CONSTRAINTS,
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "k": [Interval(Integral, 1, None, closed="left")],
         "aux_k": [StrOptions({"auto"}), Interval(Integral, 0, None, closed="left")],
@@ -175,6 +177,8 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
         n_components=128,
         k=16,
         *,
+        dictionary="free",
+        relaxation=0.1,
         aux_k="auto",
         aux_k_coef=1 / 32,
         k_mode="row",
@@ -251,10 +255,7 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
 
     def _architecture(self) -> dict:
         # The input scale is fixed when the model starts.
-        return {
-            "n_components": self.n_components,
-            "normalize_input": self.normalize_input,
-        }
+        return {**super()._architecture(), "normalize_input": self.normalize_input}
 
     def _set_fitted_state(self, module, optimizer, dtype, history, incremental):
         super()._set_fitted_state(module, optimizer, dtype, history, incremental)

@@ -6,7 +6,7 @@ from numbers import Integral, Real
 
 from sklearn.utils._param_validation import Interval
 
-from ._base import BaseSparseAutoencoder
+from ._base import DICTIONARY_CONSTRAINTS, BaseSparseAutoencoder
 from ._docs import fill_doc
 
 
@@ -31,6 +31,7 @@ class L1SparseAutoencoder(BaseSparseAutoencoder):
         plain ReLU autoencoder. The penalty is on the scale of the squared
         error of one sample, so standardize X before comparing values of
         ``alpha`` across datasets.
+    %(dictionary_parameters)s
     learning_rate : float, default=3e-3
         Adam's step size.
     %(training_parameters)s
@@ -77,6 +78,7 @@ class L1SparseAutoencoder(BaseSparseAutoencoder):
 
     _parameter_constraints: dict = {
         **BaseSparseAutoencoder._parameter_constraints,
+        **DICTIONARY_CONSTRAINTS,
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "alpha": [Interval(Real, 0, None, closed="left")],
     }
@@ -86,6 +88,8 @@ class L1SparseAutoencoder(BaseSparseAutoencoder):
         n_components=128,
         alpha=1.0,
         *,
+        dictionary="free",
+        relaxation=0.1,
         learning_rate=3e-3,
         batch_size=256,
         max_iter=100,

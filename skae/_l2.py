@@ -6,7 +6,7 @@ from numbers import Integral, Real
 
 from sklearn.utils._param_validation import Interval
 
-from ._base import BaseSparseAutoencoder
+from ._base import DICTIONARY_CONSTRAINTS, BaseSparseAutoencoder
 from ._docs import fill_doc
 
 
@@ -36,6 +36,7 @@ class L2SparseAutoencoder(BaseSparseAutoencoder):
         gives a plain ReLU autoencoder. The penalty is on the scale of the
         norm of one sample, so standardize X before comparing values of
         ``alpha`` across datasets.
+    %(dictionary_parameters)s
     learning_rate : float, default=3e-3
         Adam's step size.
     %(training_parameters)s
@@ -80,6 +81,7 @@ class L2SparseAutoencoder(BaseSparseAutoencoder):
 
     _parameter_constraints: dict = {
         **BaseSparseAutoencoder._parameter_constraints,
+        **DICTIONARY_CONSTRAINTS,
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "alpha": [Interval(Real, 0, None, closed="left")],
     }
@@ -89,6 +91,8 @@ class L2SparseAutoencoder(BaseSparseAutoencoder):
         n_components=128,
         alpha=1.0,
         *,
+        dictionary="free",
+        relaxation=0.1,
         learning_rate=3e-3,
         batch_size=256,
         max_iter=100,

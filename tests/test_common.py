@@ -27,6 +27,9 @@ ESTIMATORS = [
     KSparseAutoencoder(n_components=8, k=1, sparse_output=True, max_iter=5),
     L1SparseAutoencoder(n_components=8, max_iter=5),
     L2SparseAutoencoder(n_components=8, max_iter=5),
+    # Atoms in the relaxed hull of training rows.
+    KSparseAutoencoder(n_components=8, k=1, dictionary="archetypal", max_iter=5),
+    L1SparseAutoencoder(n_components=8, dictionary="archetypal", max_iter=5),
     # Products in bfloat16.
     KSparseAutoencoder(n_components=8, k=1, max_iter=5, precision="bfloat16"),
     L1SparseAutoencoder(n_components=8, max_iter=5, precision="bfloat16"),

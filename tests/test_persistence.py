@@ -111,6 +111,7 @@ ESTIMATORS = [
     KSparseAutoencoder(128, k=4, aux_k=8, normalize_input=True, sparse_output=True),
     L1SparseAutoencoder(16),
     L2SparseAutoencoder(16, alpha=0.5),
+    KSparseAutoencoder(16, k=2, dictionary="archetypal", relaxation=0.2),
     KLSparseAutoencoder(16, early_stopping=True),
     JumpReLUSparseAutoencoder(16, sparsity_weight=0.1),
     StackedSparseAutoencoder((12, 6)),

@@ -741,6 +741,10 @@ COMMON_PARAMS = {
     "checkpoint_path": [3, True, 1.5, ["model.pt"]],
     "checkpoint_interval": [0, -1, 1.5, 0.0, math.nan, math.inf, "1", None, True],
 }
+DICTIONARY_PARAMS = {
+    "dictionary": bad_options("free", "archetypal"),
+    "relaxation": bad_reals(0),
+}
 KSPARSE_PARAMS = {
     "n_components": bad_ints(),
     "k": [*bad_ints(), 5],  # 5 > n_components
@@ -751,6 +755,7 @@ KSPARSE_PARAMS = {
     "encoder": bad_options("linear", "mp", "omp"),
     "matryoshka_sizes": [[0], [3, 2], [2, 2], [5], [], [1.5], "2", [True]],
     "sparse_output": BOOLEAN,
+    **DICTIONARY_PARAMS,
 }
 SPARSITY_TARGET = bad_reals(0, 1, low_open=True, high_open=True)
 STACKED_PER_LAYER = {  # lists are valid types here: one value per layer
@@ -764,8 +769,8 @@ STACKED_PER_LAYER = {  # lists are valid types here: one value per layer
 }
 PARAMS = {
     "KSparse": KSPARSE_PARAMS,
-    "L1": {"n_components": bad_ints(), "alpha": bad_reals(0)},
-    "L2": {"n_components": bad_ints(), "alpha": bad_reals(0)},
+    "L1": {"n_components": bad_ints(), "alpha": bad_reals(0), **DICTIONARY_PARAMS},
+    "L2": {"n_components": bad_ints(), "alpha": bad_reals(0), **DICTIONARY_PARAMS},
     "KL": {
         "n_components": bad_ints(),
         "sparsity_target": SPARSITY_TARGET,
@@ -773,12 +778,14 @@ PARAMS = {
         "sparsity_loss": bad_options("kl", "l1", "l2"),
         "weight_decay": bad_reals(0),
         "output_activation": bad_options("identity", "sigmoid"),
+        **DICTIONARY_PARAMS,
     },
     "JumpReLU": {
         "n_components": bad_ints(),
         "sparsity_weight": bad_reals(0),
         "bandwidth": bad_reals(0, low_open=True),
         "initial_threshold": [*bad_reals(0, low_open=True), "banana"],
+        **DICTIONARY_PARAMS,
     },
     "Conv": {
         "image_shape": [

@@ -191,6 +191,40 @@ class LinearAutoencoder(Autoencoder):
         return self.W_dec.shape[0]
 
     @property
+    def W_dec(self) -> Tensor:
+        """The dictionary, one atom per row: a parameter, or for an archetypal
+        dictionary ``archetype_weights @ archetypes + archetype_offsets``."""
+        free = self._parameters.get("W_dec")
+        if free is not None:
+            return free
+        if "archetype_weights" not in self._parameters:
+            raise AttributeError("W_dec")  # not built yet
+        return torch.addmm(
+            self.archetype_offsets, self.archetype_weights, self.archetypes
+        )
+
+    @property
+    def archetypal(self) -> bool:
+        """Whether the atoms are held in a relaxed convex hull of data rows."""
+        return "archetype_weights" in self._parameters
+
+    def make_archetypal(
+        self, archetypes: Tensor, radius: float, weights: Tensor, offsets: Tensor
+    ) -> None:
+        """Hold the atoms in the relaxed convex hull of ``archetypes`` (rows
+        of centred data): atom ``i`` is ``weights[i] @ archetypes +
+        offsets[i]``, with ``weights[i]`` on the simplex (non-negative,
+        summing to 1) and ``||offsets[i]|| <= radius``, both learned and
+        projected back after every step (Fel et al. 2025, "Archetypal SAE",
+        their relaxed RA-SAE). The atoms' norms are then free."""
+        del self._parameters["W_dec"]
+        self.archetype_weights = nn.Parameter(weights.float())
+        self.archetype_offsets = nn.Parameter(offsets.float())
+        self.register_buffer("archetypes", archetypes.float())
+        self.radius = float(radius)
+        self.unit_norm_atoms = False
+
+    @property
     def latent_threshold(self) -> Tensor | None:
         """Every latent's learned threshold, or None for a rule without."""
         return self.log_threshold.exp() if self.rule.learns_thresholds else None
@@ -256,9 +290,22 @@ class LinearAutoencoder(Autoencoder):
 
     @torch.no_grad()
     def after_step(self) -> None:
-        """Put the atoms back on the unit sphere after the optimizer moved them."""
+        """Put the atoms back where they belong after the optimizer moved
+        them: on the unit sphere, or in the relaxed hull of the archetypes."""
         if self.unit_norm_atoms:
             self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        if self.archetypal:
+            weights = self.archetype_weights.clamp_(min=0)
+            total = weights.sum(dim=1, keepdim=True)
+            # A row the step emptied restarts as the mean of the archetypes.
+            weights.copy_(
+                torch.where(
+                    total > 0, weights / total.clamp_min(1e-30), 1 / weights.shape[1]
+                )
+            )
+            offsets = self.archetype_offsets
+            norms = offsets.norm(dim=1, keepdim=True)
+            offsets.mul_((self.radius / norms.clamp_min(1e-30)).clamp(max=1))
 
 
 class TopKAutoencoder(LinearAutoencoder):
@@ -491,6 +538,14 @@ class TopKAutoencoder(LinearAutoencoder):
             k_mode=self.k_mode,
             matryoshka_sizes=tuple(m for m in self.matryoshka_sizes if m < size),
         ).to(self.W_dec.device)
+        if self.archetypal:
+            copy.make_archetypal(
+                self.archetypes.detach().clone(),
+                self.radius,
+                self.archetype_weights[:size].detach().clone(),
+                self.archetype_offsets[:size].detach().clone(),
+            )
+            copy = copy.to(self.W_enc.device)
         copy.rows_since_fired.copy_(self.rows_since_fired[:size])
         copy.threshold.copy_(self.threshold)
         return copy
