@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from numbers import Integral, Real
-
-from sklearn.utils._param_validation import Interval
-
-from ._base import DICTIONARY_CONSTRAINTS, BaseSparseAutoencoder
+from ._base import BaseSparseAutoencoder
 from ._docs import fill_doc
+from ._l1 import L1SparseAutoencoder
 
 
 @fill_doc
@@ -79,12 +76,8 @@ class L2SparseAutoencoder(BaseSparseAutoencoder):
 
     _sparsity_kind = "l2"
 
-    _parameter_constraints: dict = {
-        **BaseSparseAutoencoder._parameter_constraints,
-        **DICTIONARY_CONSTRAINTS,
-        "n_components": [Interval(Integral, 1, None, closed="left")],
-        "alpha": [Interval(Real, 0, None, closed="left")],
-    }
+    # The parameters of L1SparseAutoencoder, a norm apart.
+    _parameter_constraints: dict = L1SparseAutoencoder._parameter_constraints
 
     def __init__(
         self,

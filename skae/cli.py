@@ -536,38 +536,8 @@ def _add_allow_pickle(command: argparse.ArgumentParser) -> None:
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``skae`` command; returns the exit code.
-
-    Parameters
-    ----------
-    argv : list of str, optional
-        Command-line arguments without the program name; ``sys.argv[1:]``
-        when None.
-
-    Returns
-    -------
-    code : int
-        0 on success; 1 (with a one-line message on stderr) when a file, its
-        data or a parameter is wrong, training fails or memory runs short, or
-        the output would overwrite an input or an existing file; usage errors
-        exit with code 2.
-
-    Notes
-    -----
-    ``skae fit`` saves with :func:`skae.save` (a safetensors file, by
-    convention ``.skae``) unless the output ends in ``.joblib``, ``.pkl`` or
-    ``.pickle``. ``skae transform`` and ``skae info`` load a model with
-    :func:`skae.load`, which runs nothing from the file; a joblib or pickle
-    file, which can run any code when loaded, is read only with
-    ``--allow-pickle``. Outputs are checked before any work and written to a
-    temporary that replaces the output only when complete.
-
-    Examples
-    --------
-    >>> from skae.cli import main
-    >>> main(["demo"])  # doctest: +SKIP
-    """
+def _parser() -> argparse.ArgumentParser:
+    """The ``skae`` command line: its subcommands and their arguments."""
     parser = argparse.ArgumentParser(
         prog="skae", description="Sparse autoencoders as scikit-learn estimators."
     )
@@ -615,7 +585,42 @@ def main(argv: list[str] | None = None) -> int:
     info = commands.add_parser("info", help="describe a saved model")
     info.add_argument("model", help="a model saved by skae fit or skae.save")
     _add_allow_pickle(info)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``skae`` command; returns the exit code.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Command-line arguments without the program name; ``sys.argv[1:]``
+        when None.
+
+    Returns
+    -------
+    code : int
+        0 on success; 1 (with a one-line message on stderr) when a file, its
+        data or a parameter is wrong, training fails or memory runs short, or
+        the output would overwrite an input or an existing file; usage errors
+        exit with code 2.
+
+    Notes
+    -----
+    ``skae fit`` saves with :func:`skae.save` (a safetensors file, by
+    convention ``.skae``) unless the output ends in ``.joblib``, ``.pkl`` or
+    ``.pickle``. ``skae transform`` and ``skae info`` load a model with
+    :func:`skae.load`, which runs nothing from the file; a joblib or pickle
+    file, which can run any code when loaded, is read only with
+    ``--allow-pickle``. Outputs are checked before any work and written to a
+    temporary that replaces the output only when complete.
+
+    Examples
+    --------
+    >>> from skae.cli import main
+    >>> main(["demo"])  # doctest: +SKIP
+    """
+    args = _parser().parse_args(argv)
     try:
         if args.command == "demo":
             start = time.perf_counter()
