@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import ChainMap
 from dataclasses import dataclass
 
 import torch
@@ -27,8 +28,10 @@ FORMAT_VERSION = 1
 #: The estimators a file may name, skae's own (every subclass of
 #: BaseSparseAutoencoder that skae defines registers itself); loading creates
 #: no other class.
-ESTIMATORS = BaseSparseAutoencoder._skae_estimators
-ESTIMATORS[SparseAutoencoderOutlierDetector.__name__] = SparseAutoencoderOutlierDetector
+ESTIMATORS = ChainMap(
+    BaseSparseAutoencoder._skae_estimators,
+    {SparseAutoencoderOutlierDetector.__name__: SparseAutoencoderOutlierDetector},
+)
 
 
 @storable

@@ -536,3 +536,9 @@ def test_info_names_what_it_cannot_describe(tmp_path, capsys):
     assert "holds an unfitted KSparseAutoencoder" in one_line_error(capsys)
     assert main(["info", str(detector)]) == 1
     assert "not one of skae's autoencoders" in one_line_error(capsys)
+
+
+def test_the_command_offers_every_estimator():
+    from skae._base import BaseSparseAutoencoder
+
+    assert set(skae.cli.MODELS.values()) == set(BaseSparseAutoencoder._skae_estimators)
