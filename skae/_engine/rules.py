@@ -101,15 +101,19 @@ def weighted_l1(codes: Tensor, atoms: Tensor) -> Tensor:
     return (codes.abs() @ atoms.norm(dim=1)).mean()
 
 
-@storable
-class L1(Rule):
-    """ReLU codes with an atom-norm-weighted L1 penalty of strength ``alpha``."""
+class _ReLUPenalty(Rule):
+    """ReLU codes whose sparsity is a penalty of strength ``alpha``."""
 
     def __init__(self, alpha: float) -> None:
         self.alpha = alpha
 
     def activate(self, pre: Tensor, threshold: Tensor | None = None) -> Tensor:
         return torch.relu(pre)
+
+
+@storable
+class L1(_ReLUPenalty):
+    """ReLU codes with an atom-norm-weighted L1 penalty of strength ``alpha``."""
 
     def penalty(self, codes, atoms, pre=None, threshold=None) -> Tensor:
         return self.alpha * weighted_l1(codes, atoms)
@@ -135,15 +139,9 @@ def weighted_l2(codes: Tensor, atoms: Tensor) -> Tensor:
 
 
 @storable
-class L2(Rule):
+class L2(_ReLUPenalty):
     """ReLU codes with a penalty of strength ``alpha`` on the atom-norm-weighted
     L2 norm of each row's codes: it sparsifies rows, not latents."""
-
-    def __init__(self, alpha: float) -> None:
-        self.alpha = alpha
-
-    def activate(self, pre: Tensor, threshold: Tensor | None = None) -> Tensor:
-        return torch.relu(pre)
 
     def penalty(self, codes, atoms, pre=None, threshold=None) -> Tensor:
         return self.alpha * weighted_l2(codes, atoms)
