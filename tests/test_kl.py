@@ -125,3 +125,8 @@ def test_divergences_match_their_closed_forms():
     assert float(rho_divergence(rho, rho_hat, "l1")) == pytest.approx(l1, 1e-12)
     l2 = np.square(rho - q).sum()
     assert float(rho_divergence(rho, rho_hat, "l2")) == pytest.approx(l2, 1e-12)
+
+
+def test_an_unknown_divergence_is_an_error_not_another_divergence():
+    with pytest.raises(ValueError, match="unknown divergence 'KL'"):
+        rho_divergence(0.05, torch.tensor([0.1]), "KL")

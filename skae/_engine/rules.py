@@ -172,7 +172,9 @@ def rho_divergence(rho: float, rho_hat: Tensor, kind: str) -> Tensor:
         return kl.sum()
     if kind == "l1":
         return (rho - rho_hat).abs().sum()
-    return (rho - rho_hat).square().sum()
+    if kind == "l2":
+        return (rho - rho_hat).square().sum()
+    raise ValueError(f"unknown divergence {kind!r}; use 'kl', 'l1' or 'l2'")
 
 
 @storable
