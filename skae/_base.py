@@ -63,12 +63,15 @@ from ._engine.precision import PRECISIONS, products_in, resolve_precision
 from ._engine.rules import Rule
 from ._engine.serialize import module_state, restore_module
 from ._engine.training import (
+    SCHEDULES,
     Callback,
     LoopState,
     Progress,
+    Schedule,
     StoppingRule,
     adam,
     all_latents_dead,
+    lbfgs,
     record_partial_epoch,
     snapshot,
     train,
@@ -104,6 +107,7 @@ class _Run:
     single_pass: bool  # partial_fit's one pass
     resumed: Checkpoint | None
     loop: LoopState
+    schedule: Schedule | None  # None for partial_fit's one pass
     checkpoint_file: Path | None  # None when this call writes none
     fingerprint: dict | None
     activity: torch.Tensor | None = None  # per latent, summed over steps
@@ -167,6 +171,9 @@ class _Checkpointer(Callback):
                 stacklevel=2,
             )
 
+
+#: The constraint of the ``solver`` parameter, where an estimator has one.
+SOLVER_CONSTRAINTS = {"solver": [StrOptions({"adam", "lbfgs"})]}
 
 #: The constraints of the one-layer estimators' dictionary parameters.
 DICTIONARY_CONSTRAINTS = {
@@ -233,6 +240,12 @@ def _ran_out_of_epochs(history, max_epochs: int) -> bool:
     return not finished and max_epochs > 0 and history.n_epochs >= max_epochs
 
 
+def _solver_of(optimizer_state: dict) -> str:
+    """The solver whose ``state_dict`` this is."""
+    groups = optimizer_state.get("param_groups") or [{}]
+    return "lbfgs" if "line_search_fn" in groups[0] else "adam"
+
+
 def _output_dtype(dtype: np.dtype) -> type:
     """float32 for float32 data of any byte order, else float64."""
     dtype = np.dtype(dtype)
@@ -269,6 +282,8 @@ class BaseSparseAutoencoder(
 
     _parameter_constraints: dict = {
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "learning_rate_schedule": [StrOptions(set(SCHEDULES))],
+        "warmup": [Interval(Real, 0, 1, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
@@ -441,7 +456,12 @@ class BaseSparseAutoencoder(
                 RuntimeWarning,
                 stacklevel=3,
             )
-        if _ran_out_of_epochs(outcome.history, outcome.max_epochs):
+        # A decaying schedule plans the run to end at max_iter.
+        planned = self._solver() == "adam" and self.learning_rate_schedule in (
+            "linear",
+            "cosine",
+        )
+        if not planned and _ran_out_of_epochs(outcome.history, outcome.max_epochs):
             warnings.warn(
                 f"{type(self).__name__} ran max_iter={self.max_iter} epochs and its "
                 f"loss was still improving by more than tol={self.tol:g} within "
@@ -539,6 +559,7 @@ class BaseSparseAutoencoder(
         rng = getattr(self, "_random_state", None) if incremental else None
         rng = check_random_state(self.random_state) if rng is None else rng
         device = resolve_device(self.device, for_training=True)
+        self._check_solver(X, single_pass)
         source = RowSource(X)
         checkpoints = self.checkpoint_path is not None and not (
             incremental or single_pass
@@ -561,16 +582,18 @@ class BaseSparseAutoencoder(
             self.tol,
             self.n_iter_no_change,
         )
+        train_rows = self._share_of(split[0])
         return _Run(
             rng,
             device,
             source,
             split,
-            self._share_of(split[0]),
+            train_rows,
             rule,
             single_pass,
             resumed,
             LoopState() if resumed is None else resumed.loop,
+            self._schedule(rule.max_epochs, len(train_rows), single_pass),
             path if checkpoints else None,
             fingerprint,
         )
@@ -602,14 +625,7 @@ class BaseSparseAutoencoder(
         """Train ``module`` with the loop of :func:`train`; returns its history."""
         source, rng, rows = run.source, run.rng, run.train_rows
         loop = run.loop
-
-        def train_batches():
-            if loop.partial is not None:  # replay the epoch saved part-way
-                rng.set_state(loop.partial.rng_state)
-            loop.epoch_rng_state = rng.get_state()
-            chunks = rows.shuffled(source.chunk_rows(self.batch_size), rng)
-            return iter_batches(source, chunks, self.batch_size, run.device, rng)
-
+        train_batches = self._epoch_batches(source, rows, rng, run.device, loop)
         callbacks = []
         if self.verbose and not run.single_pass:
             epochs = min(loop.history.n_epochs, run.rule.max_epochs)
@@ -630,6 +646,7 @@ class BaseSparseAutoencoder(
             state=loop,
             callbacks=callbacks,
             probe=self._probe(source, rows, run.device),
+            schedule=run.schedule,
         )
         release_parallel()
         if history.interrupted:
@@ -788,8 +805,85 @@ class BaseSparseAutoencoder(
             return getattr(self, "_optimizer_state", None)
         return None
 
+    def _solver(self) -> str:
+        """'adam' (minibatch steps) or 'lbfgs' (full-batch), where an
+        estimator lets the user choose."""
+        return self.get_params(deep=False).get("solver", "adam")
+
+    def _new_optimizer(self, parameters) -> torch.optim.Optimizer:
+        if self._solver() == "lbfgs":
+            return lbfgs(parameters)
+        return adam(parameters, self.learning_rate)
+
+    def _solver_rules(self) -> list[Rule]:
+        """The sparsity rules a solver must find a gradient in."""
+        return [self._rule()]
+
+    def _check_solver(self, X, single_pass: bool) -> None:
+        """Refuse ``solver='lbfgs'`` where it cannot work, before any work:
+        L-BFGS fits on all rows at once, on a loss with a gradient, with
+        weights it alone moves."""
+        if self._solver() != "lbfgs":
+            return
+        name = type(self).__name__
+        if single_pass:
+            raise ValueError(
+                f"{name}.partial_fit takes minibatch steps and solver='lbfgs' "
+                "fits on all rows at once: use fit, or solver='adam'."
+            )
+        if isinstance(X, np.memmap):
+            raise ValueError(
+                f"{name}(solver='lbfgs') fits on all rows at once and X is a "
+                "memmap streamed from disk: load X into memory (np.asarray), or "
+                "use solver='adam', which streams it."
+            )
+        if not all(rule.has_gradient for rule in self._solver_rules()):
+            raise ValueError(
+                f"{name}(solver='lbfgs') needs a loss with a gradient wherever the "
+                "codes change; this sparsity switches latents on and off by a "
+                "selection or a threshold, which has none. Use solver='adam'."
+            )
+        if self._dictionary() == "archetypal":
+            raise ValueError(
+                f"{name}(solver='lbfgs') cannot keep an archetypal dictionary in "
+                "its hull (each step would be projected back, which L-BFGS's "
+                "curvature estimates do not allow): use dictionary='free' or "
+                "solver='adam'."
+            )
+        world = current_world()
+        if world is not None and world.size > 1:
+            raise ValueError(
+                f"{name}(solver='lbfgs') runs in one process: its line search "
+                "takes decisions on the loss of all rows. Use solver='adam' to "
+                "train with torch.distributed."
+            )
+
+    def _epoch_batches(self, source, rows, rng, device, loop=None):
+        """A function giving the batches of each epoch: shuffled minibatches,
+        or for L-BFGS, all of ``rows`` as one batch, read once."""
+        if self._solver() == "lbfgs":
+            chunks = rows.ordered(source.chunk_rows(self.batch_size))
+            whole = torch.cat(list(iter_batches(source, chunks, len(rows), device)))
+            return lambda: [whole]
+
+        def batches():
+            if loop is not None:
+                if loop.partial is not None:  # replay the epoch saved part-way
+                    rng.set_state(loop.partial.rng_state)
+                loop.epoch_rng_state = rng.get_state()
+            chunks = rows.shuffled(source.chunk_rows(self.batch_size), rng)
+            return iter_batches(source, chunks, self.batch_size, device, rng)
+
+        return batches
+
     def _make_optimizer(self, module, saved: dict | None) -> torch.optim.Optimizer:
-        optimizer = adam(module.parameters(), self.learning_rate)
+        optimizer = self._new_optimizer(module.parameters())
+        if saved is not None and _solver_of(saved) != self._solver():
+            saved = None  # a warm start that changed solver starts its state afresh
+        if isinstance(optimizer, torch.optim.LBFGS):
+            if saved is not None:
+                optimizer.load_state_dict(copy.deepcopy(saved))
+            return optimizer
         if saved is not None:
             # A copy: Adam updates its moments in place, and a failed call
             # must not leave them changed in the fitted state.
@@ -797,6 +891,22 @@ class BaseSparseAutoencoder(
             for group in optimizer.param_groups:
                 group["lr"] = self.learning_rate
         return optimizer
+
+    def _schedule(
+        self, epochs: int, n_rows: int, single_pass: bool = False
+    ) -> Schedule | None:
+        """The learning rate of every step of a run of ``epochs`` epochs over
+        ``n_rows`` rows; None where the optimizer's own rate stands (one
+        pass of ``partial_fit``, and L-BFGS, whose line search sets it)."""
+        if single_pass or self._solver() == "lbfgs":
+            return None
+        steps = epochs * -(-n_rows // self.batch_size)
+        return Schedule(
+            self.learning_rate_schedule,
+            self.learning_rate,
+            steps,
+            warmup_steps=math.floor(self.warmup * steps),
+        )
 
     def _training_epochs(self) -> int:
         return self.max_iter

@@ -143,6 +143,8 @@ class ConvSparseAutoencoder(BaseSparseAutoencoder):
         sparsity_target=0.05,
         sparsity_weight=3.0,
         learning_rate=3e-3,
+        learning_rate_schedule="constant",
+        warmup=0.0,
         batch_size=256,
         max_iter=100,
         tol=1e-4,

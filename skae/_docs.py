@@ -2,19 +2,39 @@
 
 from __future__ import annotations
 
+import inspect
+import re
 import textwrap
 
 _TRAINING_PARAMETERS = """\
-batch_size : int, default=256
+learning_rate_schedule : {'constant', 'linear', 'cosine', 'adaptive'}, \
+default=${learning_rate_schedule}
+    How Adam's step size changes over a ``fit``. After the warm-up,
+    ``'constant'`` keeps ``learning_rate``; ``'linear'`` and ``'cosine'``
+    decay it, along a line or half a cosine, to a tenth of
+    ``learning_rate`` at the last step of ``max_iter`` epochs: the run is
+    planned to last ``max_iter`` epochs and ends there without a
+    ``ConvergenceWarning`` (``tol`` may still end it sooner).
+    ``'adaptive'``, as in scikit-learn's MLP, divides the rate by 5 where
+    ``tol`` and ``n_iter_no_change`` would stop, and stops once it is below
+    a thousandth of ``learning_rate``. Each ``fit`` with ``warm_start``
+    runs a schedule of its own; ``partial_fit`` steps at ``learning_rate``.
+    A checkpoint holds the step count and the adaptive rate, so a resumed
+    run follows the same rates (over the ``max_iter`` it is resumed with).
+warmup : float, default=${warmup}
+    Share of the planned steps (``max_iter`` epochs) over which the rate
+    rises linearly from near 0 to ``learning_rate``, in [0, 1).
+batch_size : int, default=${batch_size}
     Rows per minibatch.
-max_iter : int, default=100
+max_iter : int, default=${max_iter}
     Maximum number of epochs (passes over the training data).
-tol : float, default=1e-4
+tol : float, default=${tol}
     Relative tolerance: training stops when the monitored loss (the
     validation loss with ``early_stopping``, else the training loss) has
     not improved by ``tol`` times its best value for ``n_iter_no_change``
-    consecutive epochs.
-n_iter_no_change : int, default=10
+    consecutive epochs. Being relative, it means the same for data of any
+    scale (scikit-learn's MLP compares the loss with an absolute ``tol``).
+n_iter_no_change : int, default=${n_iter_no_change}
     Epochs without improvement before stopping.
 early_stopping : bool, default=False
     Hold out ``validation_fraction`` of the rows, monitor the loss on
@@ -107,22 +127,54 @@ relaxation : float, default=0.1
     as a share of the rows' RMS norm, ``>= 0``.
 """
 
+_SOLVER_PARAMETERS = """\
+solver : {'adam', 'lbfgs'}, default=${solver}
+    How the weights are fit. ``'adam'`` takes minibatch steps of
+    ``batch_size`` rows. ``'lbfgs'`` (as in scikit-learn's MLP) takes
+    quasi-Newton steps on the loss of all training rows at once, with a
+    line search: for data that fits in memory and smooth penalties, it
+    reaches lower losses in fewer passes. With ``'lbfgs'``, ``max_iter``
+    counts its iterations (each one an entry of ``loss_curve_``), the
+    learning rate, its schedule and ``batch_size`` are not used, and
+    ``partial_fit``, memmaps, archetypal dictionaries and selections
+    without a gradient (``'topk'``) are refused.
+"""
+
 _SECTIONS = {
     "dictionary_parameters": _DICTIONARY_PARAMETERS,
     "training_parameters": _TRAINING_PARAMETERS,
+    "solver_parameters": _SOLVER_PARAMETERS,
     "fitted_attributes": _FITTED_ATTRIBUTES,
 }
 
 
+def _shown(value) -> str:
+    """A default as a docstring writes it: ``1e-4``, not ``0.0001``."""
+    if isinstance(value, float) and value and abs(value) < 0.01:
+        return f"{value:.0e}".replace("e-0", "e-")
+    return repr(value)
+
+
+def _with_defaults(text: str, cls: type) -> str:
+    """``text`` with every ``${name}`` replaced by the default of ``cls``'s
+    parameter ``name``, so that shared sections state each class's own."""
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(cls.__init__).parameters.items()
+    }
+    return re.sub(r"\$\{(\w+)\}", lambda m: _shown(defaults[m.group(1)]), text)
+
+
 def fill_doc(cls: type) -> type:
     """Replace ``%(name)s`` placeholder lines in ``cls.__doc__`` with shared
-    sections, indented like the placeholder."""
+    sections, indented like the placeholder, stating ``cls``'s defaults."""
     lines = []
     for line in cls.__doc__.splitlines():
         name = line.strip()
         if name.startswith("%(") and name.endswith(")s"):
             indent = line[: len(line) - len(line.lstrip())]
-            lines.append(textwrap.indent(_SECTIONS[name[2:-2]], indent).rstrip("\n"))
+            section = _with_defaults(_SECTIONS[name[2:-2]], cls)
+            lines.append(textwrap.indent(section, indent).rstrip("\n"))
         else:
             lines.append(line)
     cls.__doc__ = "\n".join(lines)

@@ -144,6 +144,8 @@ class JumpReLUSparseAutoencoder(BaseSparseAutoencoder):
         relaxation=0.1,
         initial_threshold="auto",
         learning_rate=3e-3,
+        learning_rate_schedule="constant",
+        warmup=0.0,
         batch_size=256,
         max_iter=100,
         tol=1e-4,

@@ -6,7 +6,7 @@ from numbers import Integral, Real
 
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from ._base import DICTIONARY_CONSTRAINTS, BaseSparseAutoencoder
+from ._base import DICTIONARY_CONSTRAINTS, SOLVER_CONSTRAINTS, BaseSparseAutoencoder
 from ._docs import fill_doc
 
 
@@ -52,6 +52,7 @@ class KLSparseAutoencoder(BaseSparseAutoencoder):
         (0, 1), as in CS294A (for instance ``make_image_patches(...,
         preprocessing='cs294a')``).
     %(dictionary_parameters)s
+    %(solver_parameters)s
     learning_rate : float, default=1e-2
         Adam's step size. Sigmoid units with a small target activation learn
         slowly at smaller steps and can settle with every unit at a constant
@@ -94,6 +95,7 @@ class KLSparseAutoencoder(BaseSparseAutoencoder):
 
     _parameter_constraints: dict = {
         **BaseSparseAutoencoder._parameter_constraints,
+        **SOLVER_CONSTRAINTS,
         **DICTIONARY_CONSTRAINTS,
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "sparsity_target": [Interval(Real, 0, 1, closed="neither")],
@@ -114,7 +116,10 @@ class KLSparseAutoencoder(BaseSparseAutoencoder):
         *,
         dictionary="free",
         relaxation=0.1,
+        solver="adam",
         learning_rate=1e-2,
+        learning_rate_schedule="constant",
+        warmup=0.0,
         batch_size=256,
         max_iter=100,
         tol=1e-4,

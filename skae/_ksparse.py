@@ -187,6 +187,8 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
         sparse_output=False,
         normalize_input=False,
         learning_rate=3e-3,
+        learning_rate_schedule="constant",
+        warmup=0.0,
         batch_size=256,
         max_iter=100,
         tol=1e-4,

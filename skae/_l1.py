@@ -6,7 +6,7 @@ from numbers import Integral, Real
 
 from sklearn.utils._param_validation import Interval
 
-from ._base import DICTIONARY_CONSTRAINTS, BaseSparseAutoencoder
+from ._base import DICTIONARY_CONSTRAINTS, SOLVER_CONSTRAINTS, BaseSparseAutoencoder
 from ._docs import fill_doc
 
 
@@ -32,6 +32,7 @@ class L1SparseAutoencoder(BaseSparseAutoencoder):
         error of one sample, so standardize X before comparing values of
         ``alpha`` across datasets.
     %(dictionary_parameters)s
+    %(solver_parameters)s
     learning_rate : float, default=3e-3
         Adam's step size.
     %(training_parameters)s
@@ -78,6 +79,7 @@ class L1SparseAutoencoder(BaseSparseAutoencoder):
 
     _parameter_constraints: dict = {
         **BaseSparseAutoencoder._parameter_constraints,
+        **SOLVER_CONSTRAINTS,
         **DICTIONARY_CONSTRAINTS,
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "alpha": [Interval(Real, 0, None, closed="left")],
@@ -90,7 +92,10 @@ class L1SparseAutoencoder(BaseSparseAutoencoder):
         *,
         dictionary="free",
         relaxation=0.1,
+        solver="adam",
         learning_rate=3e-3,
+        learning_rate_schedule="constant",
+        warmup=0.0,
         batch_size=256,
         max_iter=100,
         tol=1e-4,

@@ -34,6 +34,7 @@ class L2SparseAutoencoder(BaseSparseAutoencoder):
         norm of one sample, so standardize X before comparing values of
         ``alpha`` across datasets.
     %(dictionary_parameters)s
+    %(solver_parameters)s
     learning_rate : float, default=3e-3
         Adam's step size.
     %(training_parameters)s
@@ -86,7 +87,10 @@ class L2SparseAutoencoder(BaseSparseAutoencoder):
         *,
         dictionary="free",
         relaxation=0.1,
+        solver="adam",
         learning_rate=3e-3,
+        learning_rate_schedule="constant",
+        warmup=0.0,
         batch_size=256,
         max_iter=100,
         tol=1e-4,

@@ -10,7 +10,7 @@ import torch
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import BaseSparseAutoencoder
+from ._base import SOLVER_CONSTRAINTS, BaseSparseAutoencoder
 from ._docs import fill_doc
 from ._engine.data import RowSource, all_rows, column_sums, iter_batches
 from ._engine.distributed import current_world
@@ -18,7 +18,7 @@ from ._engine.modules import (
     LinearAutoencoder,
     StackedAutoencoder,
 )
-from ._engine.training import Progress, StoppingRule, adam, train
+from ._engine.training import Progress, StoppingRule, train
 from ._rules import KINDS, Kind
 
 #: The sparsity kinds a stack's layers may have.
@@ -91,6 +91,7 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
     fine_tune : bool, default=True
         Train the whole stack end to end (after pretraining, if any). At
         least one of ``pretrain`` and ``fine_tune`` must be True.
+    %(solver_parameters)s
     learning_rate : float, default=1e-2
         Adam's step size, in pretraining and fine-tuning.
     %(training_parameters)s
@@ -137,6 +138,7 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
 
     _parameter_constraints: dict = {
         **BaseSparseAutoencoder._parameter_constraints,
+        **SOLVER_CONSTRAINTS,
         "hidden_layer_sizes": ["array-like"],
         "sparsity": [StrOptions(set(_SPARSITY))],
         **{name: [interval, "array-like"] for name, interval in _PER_LAYER.items()},
@@ -161,7 +163,10 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
         output_activation="identity",
         pretrain=True,
         fine_tune=True,
+        solver="adam",
         learning_rate=1e-2,
+        learning_rate_schedule="constant",
+        warmup=0.0,
         batch_size=256,
         max_iter=100,
         tol=1e-4,
@@ -272,6 +277,9 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
         output = self.output_activation if i == 0 else "identity"
         return {**self._settings(), "output_activation": output}
 
+    def _solver_rules(self) -> list:
+        return [self._layer_rule(i) for i in range(len(self._sizes()))]
+
     def _make_layer(self, i, n_inputs, width, mean, generator) -> LinearAutoencoder:
         settings = self._layer_settings(i)
         rule = self._layer_rule(i)
@@ -354,18 +362,15 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
 
     def _pretrain_layer(self, layer, i, source, rows, rng, device) -> list[float]:
         """Train one layer alone as an autoencoder of its inputs."""
-        optimizer = adam(layer.parameters(), self.learning_rate)
-        chunk_rows = source.chunk_rows(self.batch_size)
         name = f"{type(self).__name__} layer {i + 1}"
         history = train(
             layer,
-            optimizer,
-            lambda: iter_batches(
-                source, rows.shuffled(chunk_rows, rng), self.batch_size, device, rng
-            ),
+            self._new_optimizer(layer.parameters()),
+            self._epoch_batches(source, rows, rng, device),
             StoppingRule(self.max_iter, self.tol, self.n_iter_no_change),
             callbacks=[Progress(self.max_iter, 0, name)] if self.verbose else [],
             probe=self._probe(source, rows, device),
+            schedule=self._schedule(self.max_iter, len(rows)),
         )
         if history.interrupted:
             # The stack is not whole yet: there is no model to keep.

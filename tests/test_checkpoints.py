@@ -199,11 +199,20 @@ def test_a_failed_checkpoint_write_warns_and_training_goes_on(
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        {"learning_rate_schedule": "constant"},
+        # Its warm-up ends, and its decay begins, after the saved step.
+        {"learning_rate_schedule": "cosine", "warmup": 0.5},
+    ],
+)
 def test_a_fit_resumes_from_the_middle_of_an_epoch(
-    count_steps, interrupt, sparse_data, tmp_path
+    count_steps, interrupt, sparse_data, tmp_path, schedule
 ):
     # 2000 rows in batches of 100: 20 steps an epoch, saved every 5.
     params = {"max_iter": 3, "batch_size": 100, "checkpoint_interval": 0.25}
+    params |= schedule
     whole = model(None, **params).fit(sparse_data)
     path = tmp_path / "run.ckpt"
     with interrupt(step=38):  # in the second epoch, after step 15 of it
@@ -212,6 +221,7 @@ def test_a_fit_resumes_from_the_middle_of_an_epoch(
     saved = load_checkpoint(path)
     assert saved.loop.history.n_epochs == 1
     assert saved.loop.partial.steps == 15
+    assert saved.loop.steps == 35
     steps = count_steps()
     resumed = model(path, **params).fit(sparse_data)
     assert len(steps) == 5 + 20  # the rest of epoch 2, then epoch 3

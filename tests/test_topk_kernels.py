@@ -210,3 +210,15 @@ def test_latent_counts_count_positive_codes(device):
     assert counts.dtype == torch.int64
     assert torch.equal(counts, expected)
     assert counts.sum() < values.numel()  # some kept latents were clipped
+
+
+def test_omp_with_more_picks_than_dimensions_stays_finite_and_exact():
+    # Three unit atoms in the plane and k=3: the third pick is already in
+    # the span of the first two and adds no direction; it must not add a
+    # NaN either, and the fit stays exact.
+    atoms = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]], dtype=torch.float64)
+    x = torch.randn(50, 2, generator=torch.Generator().manual_seed(0)).double()
+    codes, picked = topk_module.orthogonal_matching_pursuit(x, atoms, 3)
+    assert torch.isfinite(codes).all()
+    reconstruction = (codes.unsqueeze(2) * atoms[picked]).sum(dim=1)
+    torch.testing.assert_close(reconstruction, x, rtol=0, atol=1e-5)

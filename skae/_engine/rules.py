@@ -40,6 +40,10 @@ class Rule(ABC):
     lifetime_sparsity: float = 1.0
     #: Whether the module learns a threshold per latent for this rule.
     learns_thresholds: bool = False
+    #: Whether the loss has a gradient wherever the codes change, as a
+    #: full-batch quasi-Newton solver needs: not where a selection or a
+    #: threshold switches latents on and off by steps.
+    has_gradient: bool = False
 
     @abstractmethod
     def activate(self, pre: Tensor, threshold: Tensor | None = None) -> Tensor:
@@ -103,6 +107,8 @@ def weighted_l1(codes: Tensor, atoms: Tensor) -> Tensor:
 
 class _ReLUPenalty(Rule):
     """ReLU codes whose sparsity is a penalty of strength ``alpha``."""
+
+    has_gradient = True
 
     def __init__(self, alpha: float) -> None:
         self.alpha = alpha
@@ -180,6 +186,8 @@ def rho_divergence(rho: float, rho_hat: Tensor, kind: str) -> Tensor:
 @storable
 class TargetActivation(Rule):
     """Sigmoid codes whose batch-mean activations are pulled towards ``rho``."""
+
+    has_gradient = True
 
     def __init__(self, rho: float, weight: float, kind: str = "kl") -> None:
         self.rho = rho

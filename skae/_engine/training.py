@@ -43,6 +43,79 @@ class TrainingDivergedError(ValueError):
 #: started) is divergence, not noise.
 DIVERGENCE_FACTOR = 100.0
 
+#: The learning-rate schedules, by name (see :class:`Schedule`).
+SCHEDULES = ("constant", "linear", "cosine", "adaptive")
+
+#: The share of the peak rate a decaying schedule ends at.
+DECAY_FLOOR = 0.1
+
+#: The 'adaptive' schedule divides the rate by this when the loss stalls, as
+#: scikit-learn's MLP does, and stops the run once the rate would fall below
+#: ``ADAPTIVE_LIMIT`` times its peak.
+ADAPTIVE_FACTOR = 5.0
+ADAPTIVE_LIMIT = 1e-3
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The learning rate of every step of a run.
+
+    The rate rises linearly over the first ``warmup_steps`` steps, then
+    stays at ``peak`` ('constant', and 'adaptive' until the loss stalls) or
+    decays to ``floor * peak`` at ``total_steps`` along a straight line
+    ('linear') or half a cosine ('cosine'). The rate of a step depends on
+    its number alone (and on the scale 'adaptive' has reached), so a run
+    resumed at any step follows the same rates.
+
+    Examples
+    --------
+    >>> from skae._engine.training import Schedule
+    >>> schedule = Schedule("cosine", peak=1.0, total_steps=100, warmup_steps=10)
+    >>> [round(schedule.rate(step), 3) for step in (0, 9, 10, 55, 99)]
+    [0.091, 0.909, 1.0, 0.542, 0.1]
+    """
+
+    kind: str
+    peak: float
+    total_steps: int
+    warmup_steps: int = 0
+    floor: float = DECAY_FLOOR
+
+    def __post_init__(self) -> None:
+        if self.kind not in SCHEDULES:
+            raise ValueError(
+                f"Unknown learning-rate schedule {self.kind!r}; the schedules are "
+                f"{', '.join(SCHEDULES)}."
+            )
+
+    @property
+    def decays(self) -> bool:
+        """Whether the rate falls over a run planned to last ``total_steps``."""
+        return self.kind in ("linear", "cosine")
+
+    def rate(self, step: int, scale: float = 1.0) -> float:
+        """The rate of step number ``step`` (from 0), with the 'adaptive'
+        schedule's ``scale``."""
+        if step < self.warmup_steps:
+            return self.peak * scale * (step + 1) / (self.warmup_steps + 1)
+        if not self.decays:
+            return self.peak * scale
+        span = max(1, self.total_steps - 1 - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        if self.kind == "linear":
+            shape = 1.0 - progress
+        else:
+            shape = 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.peak * (self.floor + (1.0 - self.floor) * shape)
+
+    def reduced(self, scale: float) -> float | None:
+        """The 'adaptive' scale after the loss stalled at ``scale``, or None
+        when the run should stop (or the schedule does not adapt)."""
+        if self.kind != "adaptive":
+            return None
+        scale = scale / ADAPTIVE_FACTOR
+        return scale if scale >= ADAPTIVE_LIMIT else None
+
 
 @dataclass
 class StoppingRule:
@@ -100,7 +173,9 @@ class LoopState:
     epoch begins, for ``partial`` to keep. ``start_loss`` and
     ``lowest_probe`` are the loss of the run's probe batch for the model as
     it started and the lowest after any epoch, which divergence is judged
-    against (:func:`check_divergence`).
+    against (:func:`check_divergence`). ``steps`` counts the steps taken,
+    which set the learning rate of a :class:`Schedule`, and ``rate_scale``
+    is where an 'adaptive' one has brought it.
     """
 
     history: History = field(default_factory=History)
@@ -111,6 +186,8 @@ class LoopState:
     epoch_rng_state: tuple | None = None
     start_loss: float = math.nan
     lowest_probe: float = math.inf
+    steps: int = 0
+    rate_scale: float = 1.0
 
 
 @dataclass
@@ -196,6 +273,21 @@ class Progress(Callback):
         self.bar.close()
 
 
+class _Scheduler(Callback):
+    """Sets the optimizer's learning rate before every step."""
+
+    def __init__(self, schedule: Schedule, optimizer: torch.optim.Optimizer) -> None:
+        self.schedule, self.optimizer = schedule, optimizer
+
+    def on_step_begin(self, state: LoopState) -> None:
+        rate = self.schedule.rate(state.steps, state.rate_scale)
+        for group in self.optimizer.param_groups:
+            group["lr"] = rate
+
+    def on_step_end(self, state: LoopState, step: Step) -> None:
+        state.steps += 1
+
+
 def adam(parameters: Iterable[Tensor], learning_rate: float) -> torch.optim.Adam:
     """Adam, fused into one kernel per step where the device has one: the
     per-tensor step costs a large share of a wide top-k step on the CPU."""
@@ -266,6 +358,57 @@ def train_epoch(
     # take the same stopping decisions.
     rows = total.new_tensor(float(n_rows))
     return sum_across(total) / sum_across(rows)
+
+
+def lbfgs(parameters: Iterable[Tensor]) -> torch.optim.LBFGS:
+    """L-BFGS with a strong-Wolfe line search, one iteration a call of
+    ``step`` (the loop judges every iteration as an epoch); it only stops
+    early by itself where the gradient vanishes."""
+    return torch.optim.LBFGS(
+        list(parameters),
+        lr=1.0,
+        max_iter=1,
+        max_eval=LBFGS_EVALUATIONS,
+        history_size=LBFGS_HISTORY,
+        tolerance_change=0.0,
+        line_search_fn="strong_wolfe",
+    )
+
+
+#: Memory of the L-BFGS solver (pairs of steps and gradient changes), and
+#: the most loss evaluations one iteration's line search may make.
+LBFGS_HISTORY = 20
+LBFGS_EVALUATIONS = 25
+
+
+def lbfgs_iteration(
+    module: nn.Module,
+    optimizer: torch.optim.LBFGS,
+    batches: Iterable[Tensor],
+    *,
+    callbacks: Sequence[Callback] = (),
+    state: LoopState | None = None,
+) -> Tensor:
+    """One L-BFGS iteration on the whole of the training rows (``batches``
+    holds them as one batch: the loss of a quasi-Newton step must be the
+    same function at every evaluation); returns the loss after it."""
+    module.train()
+    (x,) = batches
+    for callback in callbacks:
+        callback.on_step_begin(state)
+
+    def closure() -> Tensor:
+        optimizer.zero_grad(set_to_none=True)
+        loss, _ = objective(module, x)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        loss = objective(module, x)[0].detach()
+    for callback in callbacks:
+        callback.on_step_end(state, Step(1, loss * x.shape[0], x.shape[0], True))
+    return loss
 
 
 @torch.no_grad()
@@ -398,6 +541,7 @@ def train(
     state: LoopState | None = None,
     callbacks: Sequence[Callback] = (),
     probe: Tensor | None = None,
+    schedule: Schedule | None = None,
 ) -> History:
     """Train ``module`` in place until ``rule`` says stop.
 
@@ -420,9 +564,12 @@ def train(
     ``train_batches`` must then replay the epoch's batches from
     ``state.partial.rng_state``, and the steps already done are skipped.
     ``callbacks``, and those of any enclosing :func:`added_callbacks`, see
-    the loop's epochs and steps.
+    the loop's epochs and steps. ``schedule`` sets the learning rate of
+    every step (without, the optimizer's own rate is kept); an 'adaptive'
+    one lowers it where the rule would stop, and stops once it is spent.
     """
     state = LoopState() if state is None else state
+    own = () if schedule is None else (_Scheduler(schedule, optimizer),)
     loop = _Loop(
         module,
         unwrap(module),
@@ -431,8 +578,9 @@ def train(
         validation_batches,
         rule,
         activity,
-        (*callbacks, *_ADDED.get()),
+        (*own, *callbacks, *_ADDED.get()),
         probe,
+        schedule,
     )
     if probe is not None and math.isnan(state.start_loss):
         state.start_loss = probe_loss(loop.core, probe)
@@ -472,21 +620,31 @@ class _Loop:
     activity: Tensor | None
     callbacks: tuple[Callback, ...]
     probe: Tensor | None
+    schedule: Schedule | None
 
     def run_epoch(self, epoch: int, state: LoopState) -> None:
         """Train epoch number ``epoch`` and judge it."""
         for callback in self.callbacks:
             callback.on_epoch_begin(state)
         batches, resume = _epoch_batches(self.train_batches, state.partial)
-        loss = train_epoch(
-            self.module,
-            self.optimizer,
-            batches,
-            self.activity,
-            resume=resume,
-            callbacks=self.callbacks,
-            state=state,
-        )
+        if isinstance(self.optimizer, torch.optim.LBFGS):
+            loss = lbfgs_iteration(
+                self.module,
+                self.optimizer,
+                batches,
+                callbacks=self.callbacks,
+                state=state,
+            )
+        else:
+            loss = train_epoch(
+                self.module,
+                self.optimizer,
+                batches,
+                self.activity,
+                resume=resume,
+                callbacks=self.callbacks,
+                state=state,
+            )
         state.partial = None
         self.end_epoch(float(loss), epoch, state)
         for callback in self.callbacks:
@@ -512,7 +670,13 @@ class _Loop:
             state.best = monitored
             if self.validation_batches is not None:
                 state.best_state = snapshot(core)
-        history.converged = state.stale_epochs >= self.rule.n_iter_no_change
+        converged = state.stale_epochs >= self.rule.n_iter_no_change
+        if converged and self.schedule is not None:
+            # 'adaptive' lowers the rate where the rule would stop.
+            scale = self.schedule.reduced(state.rate_scale)
+            if scale is not None:
+                state.rate_scale, state.stale_epochs, converged = scale, 0, False
+        history.converged = converged
 
 
 def _epoch_batches(
