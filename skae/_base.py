@@ -285,7 +285,7 @@ class BaseSparseAutoencoder(
         "learning_rate_schedule": [StrOptions(set(SCHEDULES))],
         "warmup": [Interval(Real, 0, 1, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "tol": [Interval(Real, 0, None, closed="left")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "early_stopping": ["boolean"],
@@ -457,13 +457,16 @@ class BaseSparseAutoencoder(
                 stacklevel=3,
             )
         # A decaying schedule plans the run to end at max_iter.
-        planned = self._solver() == "adam" and self.learning_rate_schedule in (
+        decays = self._solver() == "adam" and self.learning_rate_schedule in (
             "linear",
             "cosine",
         )
-        if not planned and _ran_out_of_epochs(outcome.history, outcome.max_epochs):
+        if not decays and _ran_out_of_epochs(outcome.history, outcome.max_epochs):
+            ran = f"max_iter={self.max_iter!r}"
+            if self.max_iter == "auto":
+                ran += f" ({outcome.max_epochs})"
             warnings.warn(
-                f"{type(self).__name__} ran max_iter={self.max_iter} epochs and its "
+                f"{type(self).__name__} ran {ran} epochs and its "
                 f"loss was still improving by more than tol={self.tol:g} within "
                 f"the last n_iter_no_change={self.n_iter_no_change}. Raise max_iter "
                 "to train further (warm_start=True continues this model), or "
@@ -577,12 +580,12 @@ class BaseSparseAutoencoder(
             # The saved rows, not a new draw: with random_state=None the split
             # would differ, and validation rows would become training rows.
             split, rng = resumed.rows, resumed.rng
+        train_rows = self._share_of(split[0])
         rule = StoppingRule(
-            1 if single_pass else self._training_epochs(),
+            1 if single_pass else self._training_epochs(len(train_rows)),
             self.tol,
             self.n_iter_no_change,
         )
-        train_rows = self._share_of(split[0])
         return _Run(
             rng,
             device,
@@ -813,7 +816,7 @@ class BaseSparseAutoencoder(
     def _new_optimizer(self, parameters) -> torch.optim.Optimizer:
         if self._solver() == "lbfgs":
             return lbfgs(parameters)
-        return adam(parameters, self.learning_rate)
+        return adam(parameters, self._learning_rate())
 
     def _solver_rules(self) -> list[Rule]:
         """The sparsity rules a solver must find a gradient in."""
@@ -889,7 +892,7 @@ class BaseSparseAutoencoder(
             # must not leave them changed in the fitted state.
             optimizer.load_state_dict(copy.deepcopy(saved))
             for group in optimizer.param_groups:
-                group["lr"] = self.learning_rate
+                group["lr"] = self._learning_rate()
         return optimizer
 
     def _schedule(
@@ -903,13 +906,35 @@ class BaseSparseAutoencoder(
         steps = epochs * -(-n_rows // self.batch_size)
         return Schedule(
             self.learning_rate_schedule,
-            self.learning_rate,
+            self._learning_rate(),
             steps,
             warmup_steps=math.floor(self.warmup * steps),
         )
 
-    def _training_epochs(self) -> int:
-        return self.max_iter
+    #: The steps a fit with ``max_iter='auto'`` plans for, in at most
+    #: ``_auto_epochs`` passes over the rows.
+    _auto_steps = 1500
+    _auto_epochs = 200
+
+    def _learning_rate(self) -> float:
+        """Adam's peak step size: ``learning_rate``, resolved where a
+        subclass offers 'auto'."""
+        return self.learning_rate
+
+    def _planned_epochs(self, n_rows: int) -> int:
+        """``max_iter``, or for 'auto' as many epochs over ``n_rows`` rows as
+        make :attr:`_auto_steps` steps, at most :attr:`_auto_epochs` (for
+        L-BFGS, that many iterations)."""
+        if self.max_iter != "auto":
+            return self.max_iter
+        if self._solver() == "lbfgs":
+            return self._auto_steps
+        per_epoch = -(-n_rows // self.batch_size)
+        return min(self._auto_epochs, max(1, -(-self._auto_steps // per_epoch)))
+
+    def _training_epochs(self, n_rows: int) -> int:
+        """The epochs a ``fit`` plans over ``n_rows`` training rows."""
+        return self._planned_epochs(n_rows)
 
     def _initial_module(
         self, source, train_rows, rng, device, *, pretrain: bool

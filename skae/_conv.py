@@ -30,18 +30,20 @@ class ConvSparseAutoencoder(BaseSparseAutoencoder):
     is strongest. ``'l1'`` and ``'kl'`` apply the penalties of
     :class:`L1SparseAutoencoder` and :class:`KLSparseAutoencoder` to the maps.
 
-    ``transform`` returns the sparse maps max-pooled over ``pool_size`` ×
-    ``pool_size`` windows and flattened, ready for a linear classifier or
-    KMeans. ``inverse_transform`` decodes the *unpooled* maps
-    (``pool_size=None``). Lifetime sparsity needs a batch: training keeps a
-    running average of each map's lifetime cut, and ``score``,
-    ``score_samples``, early stopping and ``activation_frequency_`` apply it
-    image by image, as the decoder learned. ``transform`` returns features
-    in the manner of Makhzani & Frey's classification experiments: every
-    map's spatial winners, without the lifetime cut. With a small
-    ``lifetime_sparsity`` the decoder sees few maps per image (under two of
-    32 at 5%) and reconstructs little either way; for reconstruction set
-    ``lifetime_sparsity`` near 1 or use 'l1' or 'kl'.
+    ``transform`` returns the sparse maps flattened, which
+    ``inverse_transform`` decodes back into images. With ``pool_size`` it
+    max-pools them over ``pool_size`` × ``pool_size`` windows first: fewer
+    features for a linear classifier or KMeans, which ``inverse_transform``
+    refuses, as pooling keeps a window's largest value and forgets where it
+    was (an upsampled guess would be a different, blurred image). Lifetime
+    sparsity needs a batch: training keeps a running average of each map's
+    lifetime cut, and ``score``, ``score_samples``, early stopping and
+    ``activation_frequency_`` apply it image by image, as the decoder
+    learned. ``transform`` returns features in the manner of Makhzani &
+    Frey's classification experiments: every map's spatial winners, without
+    the lifetime cut. With a small ``lifetime_sparsity`` the decoder sees
+    few maps per image (under two of 32 at 5%) and reconstructs little
+    either way; the default, 1, turns the lifetime cut off.
 
     Parameters
     ----------
@@ -59,23 +61,26 @@ class ConvSparseAutoencoder(BaseSparseAutoencoder):
         penalty on ReLU maps, a penalty on the norm of each image's whole
         activation (as in :class:`L2SparseAutoencoder`), or sigmoid maps
         with a target mean activation.
-    k : int, default=1
+    k : int, default=4
         With 'wta': activations kept per map per image.
-    lifetime_sparsity : float, default=0.05
+    lifetime_sparsity : float, default=1.0
         With 'wta': share of a batch's images on which each map is kept
-        during training, in (0, 1]; 1 turns lifetime sparsity off.
-    pool_size : int or None, default=2
+        during training, in (0, 1]; 1 turns lifetime sparsity off. Makhzani
+        & Frey use 0.05 to 0.2 for features; it costs reconstruction.
+    pool_size : int or None, default=None
         Side of the max-pooling windows of ``transform``; None returns the
-        unpooled maps.
+        unpooled maps, which ``inverse_transform`` decodes.
     alpha : float, default=0.1
         With 'l1' or 'l2': the penalty's strength, on the scale of one image's
         squared error.
     sparsity_target : float, default=0.05
         With 'kl': ``rho``, the target mean activation of each map.
     sparsity_weight : float, default=3.0
-        With 'kl': ``beta``, the weight of the KL penalty.
-    learning_rate : float, default=3e-3
-        Adam's step size.
+        With 'kl': ``beta``, the weight of the KL penalty, counted once for
+        every position of a map (as if each were a unit of
+        :class:`KLSparseAutoencoder`), as the L1 penalty sums over positions.
+    learning_rate : float, default=1e-2
+        Adam's peak step size.
     %(training_parameters)s
 
     Attributes
@@ -107,9 +112,13 @@ class ConvSparseAutoencoder(BaseSparseAutoencoder):
     >>> from sklearn.datasets import load_digits
     >>> from skae import ConvSparseAutoencoder
     >>> X = load_digits().data / 16
-    >>> sae = ConvSparseAutoencoder((8, 8), n_components=16, lifetime_sparsity=0.2,
-    ...                             max_iter=10, random_state=0).fit(X)
-    >>> sae.transform(X).shape  # 16 maps pooled to 4 x 4
+    >>> sae = ConvSparseAutoencoder((8, 8), n_components=16, max_iter=10,
+    ...                             random_state=0).fit(X)
+    >>> sae.transform(X).shape  # 16 maps of 8 x 8
+    (1797, 1024)
+    >>> sae.inverse_transform(sae.transform(X)).shape
+    (1797, 64)
+    >>> sae.set_params(pool_size=2).transform(X).shape  # pooled to 4 x 4
     (1797, 256)
     >>> sae.components_.shape
     (16, 25)
@@ -135,16 +144,16 @@ class ConvSparseAutoencoder(BaseSparseAutoencoder):
         n_components=32,
         kernel_size=5,
         sparsity="wta",
-        k=1,
-        lifetime_sparsity=0.05,
-        pool_size=2,
+        k=4,
+        lifetime_sparsity=1.0,
+        pool_size=None,
         *,
         alpha=0.1,
         sparsity_target=0.05,
         sparsity_weight=3.0,
-        learning_rate=3e-3,
-        learning_rate_schedule="constant",
-        warmup=0.0,
+        learning_rate=1e-2,
+        learning_rate_schedule="cosine",
+        warmup=0.05,
         batch_size=256,
         max_iter=100,
         tol=1e-4,

@@ -26,8 +26,12 @@ warmup : float, default=${warmup}
     rises linearly from near 0 to ``learning_rate``, in [0, 1).
 batch_size : int, default=${batch_size}
     Rows per minibatch.
-max_iter : int, default=${max_iter}
-    Maximum number of epochs (passes over the training data).
+max_iter : int or 'auto', default=${max_iter}
+    Maximum number of epochs (passes over the training data). ``'auto'``:
+    as many epochs as make about 1500 steps of ``batch_size`` rows (500
+    with :class:`KSparseAutoencoder`'s pursuit encoders), at most 200: 31
+    epochs of 50,000 rows in batches of 1024, 200 of 1,797. With
+    ``'linear'`` or ``'cosine'`` the schedule spans them.
 tol : float, default=${tol}
     Relative tolerance: training stops when the monitored loss (the
     validation loss with ``early_stopping``, else the training loss) has

@@ -259,8 +259,8 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
     def _width(self) -> int:
         return self._sizes()[-1]
 
-    def _training_epochs(self) -> int:
-        return self.max_iter if self.fine_tune else 0
+    def _training_epochs(self, n_rows: int) -> int:
+        return self._planned_epochs(n_rows) if self.fine_tune else 0
 
     # --------------------------------------------------------------- modules
 
@@ -363,14 +363,15 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
     def _pretrain_layer(self, layer, i, source, rows, rng, device) -> list[float]:
         """Train one layer alone as an autoencoder of its inputs."""
         name = f"{type(self).__name__} layer {i + 1}"
+        epochs = self._planned_epochs(len(rows))
         history = train(
             layer,
             self._new_optimizer(layer.parameters()),
             self._epoch_batches(source, rows, rng, device),
-            StoppingRule(self.max_iter, self.tol, self.n_iter_no_change),
-            callbacks=[Progress(self.max_iter, 0, name)] if self.verbose else [],
+            StoppingRule(epochs, self.tol, self.n_iter_no_change),
+            callbacks=[Progress(epochs, 0, name)] if self.verbose else [],
             probe=self._probe(source, rows, device),
-            schedule=self._schedule(self.max_iter, len(rows)),
+            schedule=self._schedule(epochs, len(rows)),
         )
         if history.interrupted:
             # The stack is not whole yet: there is no model to keep.

@@ -30,6 +30,11 @@ def model(path, **params):
         "n_iter_no_change": 100,
         "random_state": 0,
         "checkpoint_path": path,
+        # These tests resume with max_iter changed, which stretches a
+        # decaying schedule; test_a_fit_resumes_from_the_middle_of_an_epoch
+        # resumes a cosine one.
+        "learning_rate_schedule": "constant",
+        "warmup": 0.0,
     }
     return KSparseAutoencoder(**(defaults | params))
 
@@ -497,6 +502,7 @@ n_tensors = int(sys.argv[2])
 serialize._write_tensor = dies_in_the_second_write
 X = np.random.RandomState(0).randn(400, 16)
 KSparseAutoencoder(64, k=4, max_iter=5, checkpoint_path=sys.argv[1],
+                   learning_rate_schedule="constant", warmup=0.0,
                    random_state=0).fit(X)
 """
 

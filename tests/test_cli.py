@@ -131,7 +131,7 @@ def test_fit_transform_info_round_trip(data_files, suffix, capsys):
         ("l2", ["n_components=12", "alpha=0.1"]),
         ("kl", ["n_components=12", "sparsity_target=0.1"]),
         ("jumprelu", ["n_components=12", "sparsity_weight=0.01"]),
-        ("conv", ["image_shape=(3, 3)", "kernel_size=3", "batch_size=32"]),
+        ("conv", ["image_shape=(3, 3)", "kernel_size=3", "n_components=4", "k=1"]),
         ("stacked", ["hidden_layer_sizes=(12, 6)", "sparsity=topk", "k=(4, 2)"]),
     ],
 )

@@ -70,6 +70,7 @@ def _ddp_worker(rank, world_size, tmp_dir):
         n_components=48,
         k=3,
         max_iter=8,
+        batch_size=256,
         early_stopping=True,
         random_state=0,
         device="cpu",

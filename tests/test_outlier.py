@@ -142,7 +142,15 @@ def pca_error_auc(X_train, X_test, labels, n_components):
 def test_detects_a_held_out_digit(digit_split):
     X_train, X_test, labels = digit_split
     detector = SparseAutoencoderOutlierDetector(
-        KSparseAutoencoder(n_components=64, k=8, max_iter=10, random_state=0)
+        KSparseAutoencoder(
+            n_components=64,
+            k=8,
+            max_iter=10,
+            batch_size=256,
+            learning_rate=3e-3,
+            learning_rate_schedule="constant",
+            random_state=0,
+        )
     ).fit(X_train)
     auc = roc_auc_score(labels, detector.decision_function(X_test))
     # PCA's reconstruction error, at its best size, is the baseline: measured

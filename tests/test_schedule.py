@@ -40,7 +40,13 @@ def rates(monkeypatch, hook):
 
 
 def model(**params):
-    defaults = {"n_components": 16, "k": 4, "batch_size": 100, "random_state": 0}
+    defaults = {
+        "n_components": 16,
+        "k": 4,
+        "batch_size": 100,
+        "learning_rate": 3e-3,
+        "random_state": 0,
+    }
     return KSparseAutoencoder(**(defaults | params))
 
 

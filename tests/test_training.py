@@ -21,11 +21,19 @@ from skae import (
     TrainingDivergedError,
 )
 
+#: The training settings these tests' figures were measured with (the
+#: defaults before issue 15): a constant rate, 8 steps an epoch here.
+CONSTANT = {
+    "learning_rate": 3e-3,
+    "learning_rate_schedule": "constant",
+    "warmup": 0.0,
+    "batch_size": 256,
+}
+
 
 def model(**params):
-    return KSparseAutoencoder(
-        **({"n_components": 16, "k": 4, "max_iter": 5, "random_state": 0} | params)
-    )
+    defaults = {"n_components": 16, "k": 4, "max_iter": 5, "random_state": 0}
+    return KSparseAutoencoder(**(defaults | CONSTANT | params))
 
 
 def test_data_that_would_overflow_float32_is_refused_before_training(
@@ -158,7 +166,7 @@ def test_ctrl_c_after_the_weights_became_nan_is_a_divergence_not_a_model(
 
 
 def test_running_out_of_epochs_warns_of_convergence(sparse_data):
-    sae = KSparseAutoencoder(48, k=3, max_iter=2, random_state=0)
+    sae = KSparseAutoencoder(48, k=3, max_iter=2, random_state=0, **CONSTANT)
     with pytest.warns(ConvergenceWarning, match="max_iter=2"):
         sae.fit(sparse_data)
     assert sae.n_iter_ == 2
@@ -203,7 +211,7 @@ def test_an_interrupted_fit_does_not_warn_of_convergence(sparse_data, monkeypatc
 
 
 def test_a_warning_turned_error_leaves_a_whole_fitted_model(sparse_data):
-    sae = KSparseAutoencoder(48, k=3, max_iter=2, random_state=0)
+    sae = KSparseAutoencoder(48, k=3, max_iter=2, random_state=0, **CONSTANT)
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
         with pytest.raises(ConvergenceWarning):

@@ -4,10 +4,10 @@ Convolutional sparse features of digits
 ==========================================
 
 A :class:`~skae.ConvSparseAutoencoder` learns a bank of small filters that
-it slides over the whole image, and its ``transform`` max-pools the sparse
-feature maps. This example trains one with winner-take-all sparsity on
-scikit-learn's 8 × 8 handwritten digits, shows the learned filters, and
-measures how useful the pooled features are for a
+it slides over the whole image; with ``pool_size`` its ``transform``
+max-pools the sparse feature maps. This example trains one with
+winner-take-all sparsity on scikit-learn's 8 × 8 handwritten digits,
+shows the learned filters, and measures how useful the pooled features are for a
 :class:`~sklearn.linear_model.LogisticRegression`, next to raw pixels and
 :class:`~sklearn.decomposition.PCA`: on the digits as they are, and on the
 same digits moved by one pixel, which the pooling is meant to absorb.
@@ -21,12 +21,15 @@ same digits moved by one pixel, which the pooling is meant to absorb.
 # features without seeing the test fold.
 #
 # The autoencoder has 32 filters of 5 × 5 pixels. With ``sparsity="wta"``
-# each feature map keeps only its strongest activation per image (``k=1``)
-# and, during training, only on the 5% of the batch's images where it is
-# strongest. ``transform`` max-pools every map over 2 × 2 windows, so each
-# digit becomes 32 maps of 4 × 4 values: 512 features, mostly zeros.
-# Twenty epochs are enough for useful features here and keep the example
-# fast.
+# and Makhzani & Frey's settings for features, each feature map keeps only
+# its strongest activation per image (``k=1``) and, during training, only on
+# the 5% of the batch's images where it is strongest
+# (``lifetime_sparsity=0.05``). ``pool_size=2`` max-pools every map over
+# 2 × 2 windows, so each digit becomes 32 maps of 4 × 4 values: 512
+# features, mostly zeros. (The defaults keep 4 winners a map, no lifetime
+# cut and no pooling, which reconstruct the digits well.) Twenty epochs,
+# over which the learning rate decays along a cosine, are enough for useful
+# features here and keep the example fast.
 import matplotlib.pyplot as plt
 import numpy as np
 from scipy.ndimage import shift
@@ -56,6 +59,9 @@ pipelines = {
             n_components=32,
             kernel_size=5,
             sparsity="wta",
+            k=1,
+            lifetime_sparsity=0.05,
+            pool_size=2,
             max_iter=20,
             random_state=0,
         ),

@@ -652,7 +652,12 @@ class ConvAutoencoder(Autoencoder):
         filters = torch.randn(n_components, channels, kh, kw, generator=generator)
         filters /= filters.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None, None]
         self.W_enc = nn.Parameter(filters.clone())
-        self.b_enc = nn.Parameter(torch.zeros(n_components))
+        # Sigmoid maps start at their target activation, as the dense
+        # layers' (uniform_init): from 0.5, Adam's bounded steps would need
+        # hundreds of them before the penalty could be met.
+        rho = getattr(rule, "rho", None)
+        start = 0.0 if rho is None else math.log(rho / (1 - rho))
+        self.b_enc = nn.Parameter(torch.full((n_components,), start))
         self.W_dec = nn.Parameter(filters)
         channel_mean = mean.float().view(height, width, channels).mean(dim=(0, 1))
         self.b_dec = nn.Parameter(channel_mean)
@@ -713,7 +718,7 @@ class ConvAutoencoder(Autoencoder):
 
     def forward(self, x: Tensor) -> ForwardOutput:
         maps = self.maps(x)
-        penalty = self.rule.penalty(self.rule.reduce_maps(maps), self.W_dec.flatten(1))
+        penalty = self.rule.map_penalty(maps, self.W_dec.flatten(1))
         return ForwardOutput(self.decode(maps.flatten(1)), maps.flatten(1), penalty)
 
     def atoms(self) -> Tensor:

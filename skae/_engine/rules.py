@@ -69,6 +69,11 @@ class Rule(ABC):
         sees them."""
         return maps
 
+    def map_penalty(self, maps: Tensor, atoms: Tensor) -> Tensor:
+        """The sparsity term of the loss for convolutional codes (images,
+        maps, height, width) and the filters as rows of ``atoms``."""
+        return self.penalty(self.reduce_maps(maps), atoms)
+
     def summarize_map(self, maps: Tensor) -> Tensor:
         """One value per image and map, whose :meth:`activity` is the map's."""
         return maps.amax(dim=(2, 3))
@@ -208,6 +213,15 @@ class TargetActivation(Rule):
         """One row per position, so that rho_hat is each map's mean over
         images and positions."""
         return maps.permute(0, 2, 3, 1).reshape(-1, maps.shape[1])
+
+    def map_penalty(self, maps: Tensor, atoms: Tensor) -> Tensor:
+        """The penalty of each map's mean activation, once for each of its
+        positions: a map stands for a dense layer's unit at every position,
+        each with its own penalty (as an L1 penalty sums over positions), so
+        that ``weight`` means the same for maps as for dense units. Once
+        only, the penalty of a 64-position map was too weak to move it."""
+        positions = maps.shape[2] * maps.shape[3]
+        return positions * self.penalty(self.reduce_maps(maps), atoms)
 
     def summarize_map(self, maps: Tensor) -> Tensor:
         return maps.mean(dim=(2, 3))
