@@ -18,6 +18,9 @@ from skae.metrics import spectral_concentration
 
 pytestmark = pytest.mark.filterwarnings("ignore:Resuming:UserWarning")
 
+#: The loss of test_lbfgs_fits_are_pinned_to_their_solver_settings's fit.
+PINNED_LBFGS_LOSS = 11.0076
+
 
 @pytest.fixture(scope="module")
 def patches():
@@ -126,3 +129,30 @@ def test_lbfgs_refuses_a_memmap_and_partial_fit(patches, tmp_path):
 
 def test_estimators_without_a_gradient_offer_no_solver():
     assert "solver" not in KSparseAutoencoder().get_params()
+
+
+def test_each_epoch_of_an_lbfgs_fit_is_one_iteration_of_its_solver(patches, hook):
+    steps = []
+    hook(step_end=lambda state, step: steps.append((state, step)))
+    sae = L1SparseAutoencoder(16, solver="lbfgs", max_iter=7, tol=0, random_state=0)
+    sae.fit(patches)
+    # The solver's own count: one iteration (and its line search) a call.
+    assert sae._optimizer_state["state"][0]["n_iter"] == 7
+    assert sae._optimizer_state["param_groups"][0]["history_size"] == 20
+    # Callbacks see one step an iteration: all the rows, the last step of
+    # its epoch, with the loop's state and the loss after the step.
+    assert len(steps) == 7
+    for epoch, (state, step) in enumerate(steps):
+        assert state is not None and step.steps == 1 and step.last
+        assert step.rows == len(patches)
+        loss = float(step.loss_sum) / step.rows
+        assert loss == pytest.approx(sae.loss_curve_[epoch], rel=1e-6)
+
+
+def test_lbfgs_fits_are_pinned_to_their_solver_settings(patches):
+    # A unit step length for the line search to start from, and a memory of
+    # 20 pairs: the loss after 25 iterations, measured when written.
+    sae = L1SparseAutoencoder(16, solver="lbfgs", max_iter=25, tol=0, random_state=0)
+    again = L1SparseAutoencoder(16, solver="lbfgs", max_iter=25, tol=0, random_state=0)
+    assert sae.fit(patches).loss_curve_ == again.fit(patches).loss_curve_
+    assert sae.loss_curve_[-1] == pytest.approx(PINNED_LBFGS_LOSS, rel=1e-4)

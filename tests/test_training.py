@@ -1,6 +1,7 @@
 """Long-run safety: divergence, interruption."""
 
 import itertools
+import re
 import warnings
 
 import numpy as np
@@ -313,9 +314,14 @@ def test_every_latent_dead_is_an_error_not_a_model(normal_data):
     # A penalty of 30 per active latent on rows that vary by 20: no latent is
     # worth its cost, and the model would only ever predict the mean.
     sae = JumpReLUSparseAutoencoder(16, sparsity_weight=30.0, max_iter=20)
-    with pytest.raises(TrainingDivergedError, match="every one of the 16 latents"):
+    with pytest.raises(TrainingDivergedError) as error:
         sae.set_params(random_state=0).fit(normal_data)
     assert not hasattr(sae, "module_")
+    message = str(error.value)
+    assert "every one of the 16 latents is dead (100% never fire" in message
+    # It names the last epoch's loss, the figure a user compares runs by.
+    last = re.search(r"last loss ([0-9.e+-]+)\)", message)
+    assert last is not None and float(last.group(1)) > 0
     # partial_fit counts activity during its pass: the collapse shows in the
     # first pass that starts with every latent dead, and that pass is undone.
     stream = JumpReLUSparseAutoencoder(16, batch_size=10, random_state=0)
