@@ -63,6 +63,7 @@ from ._engine.precision import PRECISIONS, products_in, resolve_precision
 from ._engine.rules import Rule
 from ._engine.serialize import module_state, restore_module
 from ._engine.training import (
+    LBFGS_HISTORY,
     SCHEDULES,
     Callback,
     LoopState,
@@ -713,20 +714,35 @@ class BaseSparseAutoencoder(
         if available is None:
             return
         n_params = 0 if incremental else self._parameter_count(source.n_features)
-        batch_rows = min(self.batch_size, source.n_rows)
+        lbfgs = self._solver() == "lbfgs"
+        # L-BFGS holds all the rows, dense, and their codes at once, and
+        # two vectors of its memory per step remembered instead of Adam's
+        # two moments.
+        batch_rows = source.n_rows if lbfgs else min(self.batch_size, source.n_rows)
         n_batch = self._activation_count(batch_rows, source.n_features, device)
-        weights, batch = 16 * n_params, 4 * n_batch
+        if lbfgs:
+            n_batch += source.n_rows * source.n_features
+        per_param = 4 * (2 + 2 * LBFGS_HISTORY) if lbfgs else 16
+        weights, batch = per_param * n_params, 4 * n_batch
         if weights + batch <= available:
             return
         sizes = self._size_parameters()
         shown = ", ".join(f"{k}={v!r}" for k, v in sizes.items())
-        lower = list(sizes) if weights > batch else [*sizes, "batch_size"]
+        if lbfgs:
+            what = "the weights, their gradients and L-BFGS's memory"
+            rows = "all rows and their codes"
+            lower = f"Lower {' or '.join(sizes)}, or use solver='adam', which "
+            lower += "takes minibatches."
+        else:
+            what = "the weights, their gradients and Adam's moments"
+            rows = "one batch's codes"
+            names = list(sizes) if weights > batch else [*sizes, "batch_size"]
+            lower = f"Lower {' or '.join(names)}."
         raise ValueError(
             f"{type(self).__name__}({shown}, batch_size={self.batch_size}) needs at "
             f"least {_size(weights + batch)} of memory to train on {device} "
-            f"({_size(weights)} for the weights, their gradients and Adam's "
-            f"moments; {_size(batch)} for one batch's codes), but "
-            f"{_size(available)} is available. Lower {' or '.join(lower)}."
+            f"({_size(weights)} for {what}; {_size(batch)} for {rows}), but "
+            f"{_size(available)} is available. {lower}"
         )
 
     def _parameter_count(self, n_features: int) -> int:

@@ -156,3 +156,18 @@ def test_lbfgs_fits_are_pinned_to_their_solver_settings(patches):
     again = L1SparseAutoencoder(16, solver="lbfgs", max_iter=25, tol=0, random_state=0)
     assert sae.fit(patches).loss_curve_ == again.fit(patches).loss_curve_
     assert sae.loss_curve_[-1] == pytest.approx(PINNED_LBFGS_LOSS, rel=1e-4)
+
+
+def test_lbfgs_too_large_for_memory_is_refused_before_training(patches, monkeypatch):
+    import skae._base
+
+    # 2000 rows of 64 features, 512 codes each: Adam's batches of 256 fit in
+    # 4 MiB, all the rows at once do not.
+    monkeypatch.setattr(skae._base, "available_memory", lambda device: 4 * 2**20)
+    L1SparseAutoencoder(512, max_iter=1, random_state=0).fit(patches)
+    sae = L1SparseAutoencoder(512, solver="lbfgs", max_iter=1)
+    with pytest.raises(
+        ValueError, match=r"all rows and their codes.* or use solver='adam'"
+    ):
+        sae.fit(patches)
+    assert not hasattr(sae, "module_")
