@@ -7,6 +7,9 @@ over repeats:
   PCA and MiniBatchDictionaryLearning + OMP (image patches, synthetic data);
 * ``time``       time to reach a stated explained variance, skae vs
   MiniBatchDictionaryLearning;
+* ``defaults``   time to quality of KSparseAutoencoder's defaults (each
+  encoder, BatchTopK) vs MiniBatchDictionaryLearning + OMP and, when
+  installed, ``overcomplete``'s SAEs; dictionary recovery at the defaults;
 * ``recovery``   dictionary recovery on synthetic data with known atoms;
 * ``anomaly``    novelty-detection ROC AUC of SparseAutoencoderOutlierDetector
   vs IsolationForest, PCA reconstruction error and LocalOutlierFactor
@@ -32,6 +35,7 @@ import time
 import warnings
 
 from _common import RESULTS, write_results
+from bench_defaults import defaults
 from sklearn.exceptions import ConvergenceWarning
 from suite_precision import precision
 from suite_quality import anomaly, frontier, recovery, time_to_quality
@@ -41,6 +45,7 @@ from suite_variants import variants
 SECTIONS = {
     "frontier": frontier,
     "time": time_to_quality,
+    "defaults": defaults,
     "recovery": recovery,
     "anomaly": anomaly,
     "variants": variants,
