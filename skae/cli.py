@@ -8,13 +8,15 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
 TRANSFORM_CHUNK_BYTES = 32 * 2**20
+#: Folds of the demo's cross-validation: each refits the whole pipeline.
+CV_FOLDS = 3
 
 
 def _codes_l0(codes: np.ndarray) -> float:
@@ -25,12 +27,14 @@ def _explained_variance(X: np.ndarray, reconstruction: np.ndarray) -> float:
     return 1.0 - ((X - reconstruction) ** 2).sum() / ((X - X.mean(axis=0)) ** 2).sum()
 
 
-def run_demo(random_state: int = 0, verbose: int = 0) -> list[dict]:
+def run_demo(
+    random_state: int = 0, verbose: int = 0, report: Callable | None = None
+) -> list[dict]:
     """Compare PCA and KSparseAutoencoder features on the digits data.
 
     Each model is fit on the 1797 8×8 digit images (scaled to [0, 1]); its
     codes feed KMeans (adjusted Rand index against the true digits) and a
-    LogisticRegression (5-fold accuracy of the whole pipeline). Raw pixels are
+    LogisticRegression (3-fold accuracy of the whole pipeline). Raw pixels are
     the reference row.
 
     Parameters
@@ -39,6 +43,9 @@ def run_demo(random_state: int = 0, verbose: int = 0) -> list[dict]:
         Seed of every model.
     verbose : int, default=0
         Progress bars while the autoencoder trains.
+    report : callable, default=None
+        Called with each method's name before it runs, and with its row
+        when it is done: ``report(name, None)``, then ``report(name, row)``.
 
     Returns
     -------
@@ -74,8 +81,38 @@ def run_demo(random_state: int = 0, verbose: int = 0) -> list[dict]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         for name, model in models.items():
+            if report is not None:
+                report(name, None)
             rows.append(_demo_row(name, model, X, y, random_state))
+            if report is not None:
+                report(name, rows[-1])
     return rows
+
+
+def _demo(args) -> None:
+    start = time.perf_counter()
+    print(
+        "skae demo: the digits (1797 x 64) coded by each method, into KMeans(10) "
+        "and a cross-validated LogisticRegression",
+        flush=True,
+    )
+
+    def report(name: str, row: dict | None) -> None:
+        if row is None:
+            print(f"  {name}: fit, cluster, cross-validate ...", end="", flush=True)
+        else:
+            print(f" {time.perf_counter() - began[0]:.1f} s", flush=True)
+        began[0] = time.perf_counter()
+
+    began = [start]
+    rows = run_demo(args.random_state, args.verbose, report)
+    print()
+    print(format_table(rows))
+    print(f"total {time.perf_counter() - start:.1f} s")
+    print(
+        "next: fit your own data with 'skae fit X.npy -p k=16 -o model.skae' "
+        "(skae fit --help), or see the gallery of examples in the documentation"
+    )
 
 
 def _demo_row(name, model, X, y, random_state) -> dict:
@@ -101,7 +138,7 @@ def _demo_row(name, model, X, y, random_state) -> dict:
         "mean_l0": _codes_l0(codes),
         "dead_latents": None if dead is None else int((dead == 0).sum()),
         "kmeans_ari": adjusted_rand_score(y, labels),
-        "cv_accuracy": cross_val_score(classifier, X, y, cv=5).mean(),
+        "cv_accuracy": cross_val_score(classifier, X, y, cv=CV_FOLDS).mean(),
         "fit_seconds": fit_seconds,
     }
 
@@ -134,7 +171,7 @@ def format_table(rows: list[dict]) -> str:
         "mean L0",
         "dead",
         "KMeans ARI",
-        "5-fold acc",
+        f"{CV_FOLDS}-fold acc",
         "fit s",
     ]
     lines = [header]
@@ -178,17 +215,22 @@ class CommandError(Exception):
     """A problem to report on one line, exiting with status 1."""
 
 
-def load_data(path: str) -> np.ndarray:
+def load_data(path: str):
     """Rows of a .npy (memory-mapped), .npz (its only array), .csv or .parquet file.
 
     Parameters
     ----------
     path : str
-        The file. A CSV may have one header line of column names.
+        The file. A CSV may have one header line of column names; if its
+        first name is empty, as in what ``pandas.DataFrame.to_csv`` writes by
+        default, that first column is the row index and is dropped.
 
     Returns
     -------
-    X : ndarray or numpy.memmap of shape (n_samples, n_features)
+    X : ndarray, numpy.memmap or pandas.DataFrame of shape (n_samples, n_features)
+        A DataFrame (whose column names the model keeps as
+        ``feature_names_in_``) for a CSV with a header, read with pandas when
+        it is installed, and for a .parquet file.
 
     Examples
     --------
@@ -217,15 +259,7 @@ def load_data(path: str) -> np.ndarray:
         if suffix == ".csv":
             return _load_csv(file)
         if suffix == ".parquet":
-            try:
-                import pandas as pd
-
-                return pd.read_parquet(file).to_numpy()
-            except ImportError as exc:
-                raise CommandError(
-                    "reading .parquet needs pandas and pyarrow: "
-                    "pip install pandas pyarrow"
-                ) from exc
+            return _numeric(_pandas(".parquet", "pandas pyarrow").read_parquet(file))
     except (OSError, ValueError, MemoryError) as exc:
         raise CommandError(f"cannot read {path}: {exc}") from exc
     raise CommandError(
@@ -234,15 +268,42 @@ def load_data(path: str) -> np.ndarray:
     )
 
 
-def _load_csv(file) -> np.ndarray:
-    with open(file) as handle:
-        first = handle.readline()
+def _pandas(what: str, packages: str = "pandas"):
     try:
-        [float(cell) for cell in first.strip().split(",")]
-        skip = 0
+        import pandas as pd
+    except ImportError:
+        raise CommandError(
+            f"{what} files need {packages}: pip install {packages}"
+        ) from None
+    return pd
+
+
+def _load_csv(file: Path):
+    """A headerless CSV as an array; one with a header as a DataFrame (an
+    array without pandas), its index column dropped."""
+    with open(file) as handle:
+        first = handle.readline().strip().split(",")
+    try:
+        [float(cell) for cell in first]
     except ValueError:
-        skip = 1  # a header of column names
-    return np.loadtxt(file, delimiter=",", skiprows=skip, ndmin=2)
+        pass
+    else:
+        return np.loadtxt(file, delimiter=",", ndmin=2)
+    index = first[0].strip().strip('"') == ""  # pandas' to_csv and R's row names
+    try:
+        import pandas as pd
+    except ImportError:
+        X = np.loadtxt(file, delimiter=",", skiprows=1, ndmin=2)
+        return X[:, 1:] if index else X
+    return _numeric(pd.read_csv(file, index_col=0 if index else None))
+
+
+def _numeric(frame):
+    """The frame, after a check that every column holds numbers."""
+    text = [str(name) for name, kind in frame.dtypes.items() if kind.kind not in "fiub"]
+    if text:
+        raise ValueError(f"columns that are not numbers: {', '.join(text[:5])}")
+    return frame
 
 
 def _parse_params(pairs: list[str]) -> dict:
@@ -422,14 +483,26 @@ def _load_pickle(path: str):
         raise CommandError(f"{path} is not a joblib file that loads: {exc}") from exc
 
 
+#: What ``skae transform`` writes, by the output's extension.
+CODE_FORMATS = {
+    ".npy": "a numpy array",
+    ".npz": "a scipy.sparse CSR matrix (scipy.sparse.load_npz)",
+    ".csv": "text, with a header of the codes' names",
+    ".parquet": "a table with the codes' names (needs pandas and pyarrow)",
+}
+
+
 def _transform(args) -> None:
     from skae._engine.files import atomic_output
 
-    if Path(args.output).suffix.lower() != ".npy":
+    suffix = Path(args.output).suffix.lower()
+    if suffix not in CODE_FORMATS:
         raise CommandError(
-            f"the output {args.output} must end in .npy: the codes are saved as "
-            "a numpy .npy file"
+            f"the output {args.output} must end in "
+            f"{', '.join(CODE_FORMATS)}: its extension says how the codes are saved"
         )
+    if suffix == ".parquet":
+        _parquet_engine()
     check_output_file(args.output, [args.model, args.data], args.overwrite)
     model = _load_model(args.model, args.allow_pickle)
     X = load_data(args.data)
@@ -437,38 +510,103 @@ def _transform(args) -> None:
         raise CommandError(
             f"{args.data} holds a {X.ndim}-D array; expected 2-D rows x features"
         )
+    writer = {
+        ".npy": _write_npy,
+        ".npz": _write_npz,
+        ".csv": _write_csv,
+        ".parquet": _write_parquet,
+    }[suffix]
     # Whatever stops it, Ctrl-C included, leaves no half-written codes and
     # any previous file of that name as it was.
     with _reported(), atomic_output(args.output) as file:
-        shape = _write_codes(model, X, file, args.verbose)
+        shape = writer(model, _code_chunks(model, X, args.verbose), file)
     print(f"codes {shape[0]} x {shape[1]} saved to {args.output}")
 
 
-def _write_codes(model, X, file: BinaryIO, verbose: int) -> tuple[int, int]:
-    """Write ``model.transform(X)`` to ``file`` as a .npy, chunk by chunk."""
+def _parquet_engine() -> None:
+    _pandas(".parquet", "pandas pyarrow")
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        try:
+            import fastparquet  # noqa: F401
+        except ImportError:
+            raise CommandError(
+                ".parquet files need pyarrow: pip install pyarrow"
+            ) from None
+
+
+def _code_chunks(model, X, verbose: int) -> Iterator[tuple[int, object]]:
+    """``model.transform(X)`` as (row count, codes) by chunks of about 32 MiB
+    of input, so a memory-mapped file of any size streams through; codes
+    are dense arrays or, with ``sparse_output``, CSR matrices."""
     from tqdm.auto import tqdm
 
-    n_rows = X.shape[0]
-    # Chunks of about 32 MiB of input, so a memory-mapped file of any size
-    # streams through and the codes go straight to a memory-mapped .npy.
-    chunk_rows = max(256, TRANSFORM_CHUNK_BYTES // max(1, X[:1].nbytes))
-    codes = shape = None
+    n_rows, n_features = X.shape
+    chunk_rows = max(256, TRANSFORM_CHUNK_BYTES // max(1, 8 * n_features))
+    rows = X.iloc if hasattr(X, "iloc") else X
+    with tqdm(total=n_rows, unit="row", desc="transform", disable=not verbose) as bar:
+        for start in range(0, max(n_rows, 1), chunk_rows):
+            codes = model.transform(rows[start : start + chunk_rows])
+            yield n_rows, codes
+            bar.update(codes.shape[0])
+
+
+def _dense(codes) -> np.ndarray:
+    return codes.toarray() if hasattr(codes, "toarray") else np.asarray(codes)
+
+
+def _write_npy(model, chunks, file: BinaryIO) -> tuple[int, int]:
+    """The codes as a .npy, each chunk written into a memory-mapped file."""
+    array = shape = None
+    start = 0
     try:
-        with tqdm(
-            total=n_rows, unit="row", desc="transform", disable=not verbose
-        ) as progress:
-            for start in range(0, max(n_rows, 1), chunk_rows):
-                chunk = model.transform(X[start : start + chunk_rows])
-                if shape is None:
-                    shape = (n_rows, chunk.shape[1])
-                    codes = _npy_memmap(file, chunk.dtype, shape)
-                codes[start : start + len(chunk)] = chunk
-                progress.update(len(chunk))
-        if codes is not None:
-            codes.flush()
+        for n_rows, codes in chunks:
+            if array is None:
+                shape = (n_rows, codes.shape[1])
+                array = _npy_memmap(file, codes.dtype, shape)
+            array[start : start + codes.shape[0]] = _dense(codes)
+            start += codes.shape[0]
+        if array is not None:
+            array.flush()
     finally:
-        del codes  # unmapped before the file is renamed or removed
+        del array  # unmapped before the file is renamed or removed
     return shape
+
+
+def _write_npz(model, chunks, file: BinaryIO) -> tuple[int, int]:
+    """The codes as a scipy.sparse CSR matrix in a .npz."""
+    import scipy.sparse
+
+    parts = [scipy.sparse.csr_matrix(codes) for _, codes in chunks]
+    codes = scipy.sparse.vstack(parts, format="csr")
+    scipy.sparse.save_npz(file, codes)
+    return codes.shape
+
+
+def _write_csv(model, chunks, file: BinaryIO) -> tuple[int, int]:
+    """The codes as CSV text under a header of their names, chunk by chunk."""
+    names = model.get_feature_names_out()
+    file.write((",".join(names) + "\n").encode())
+    written = 0
+    for _, codes in chunks:
+        dense = _dense(codes)
+        # Enough digits that the numbers read back exactly.
+        digits = 9 if dense.dtype == np.float32 else 17
+        np.savetxt(file, dense, delimiter=",", fmt=f"%.{digits}g")
+        written += len(dense)
+    return written, len(names)
+
+
+def _write_parquet(model, chunks, file: BinaryIO) -> tuple[int, int]:
+    """The codes as a table whose columns are named like the codes."""
+    import pandas as pd
+
+    names = model.get_feature_names_out()
+    parts = [_dense(codes) for _, codes in chunks]
+    frame = pd.DataFrame(np.concatenate(parts), columns=names)
+    frame.to_parquet(file)
+    return frame.shape
 
 
 def _npy_memmap(file: BinaryIO, dtype: np.dtype, shape: tuple[int, int]):
@@ -536,11 +674,27 @@ def _add_allow_pickle(command: argparse.ArgumentParser) -> None:
     )
 
 
+DATA_HELP = (
+    ".npy (memory-mapped, so larger than memory is fine), .npz (one array), "
+    ".csv (an optional header of column names; an unnamed first column, as "
+    "pandas writes, is the row index) or .parquet"
+)
+
+
 def _parser() -> argparse.ArgumentParser:
-    """The ``skae`` command line: its subcommands and their arguments."""
+    """The ``skae`` command line: its subcommands and their arguments.
+
+    Building it imports neither torch nor scikit-learn, so ``--help`` and
+    ``--version`` answer at once."""
+    from skae import __version__
+
     parser = argparse.ArgumentParser(
-        prog="skae", description="Sparse autoencoders as scikit-learn estimators."
+        prog="skae",
+        description="Sparse autoencoders as scikit-learn estimators.",
+        epilog="Run 'skae COMMAND --help' for a command's options; the gallery "
+        "and the user guide are in the documentation.",
     )
+    parser.add_argument("--version", action="version", version=f"skae {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser(
         "demo", help="compare PCA and KSparseAutoencoder features on the digits data"
@@ -550,17 +704,30 @@ def _parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="count", default=0, help="progress bars"
     )
     fit = commands.add_parser(
-        "fit", help="fit a model to .npy/.npz/.csv/.parquet data and save it"
+        "fit",
+        help="fit a model to .npy/.npz/.csv/.parquet data and save it",
+        description="Fit an estimator to a data file and save the fitted model.",
+        epilog="Example: skae fit X.npy --model ksparse -p n_components=256 "
+        "-p k=16 -o model.skae",
     )
-    fit.add_argument("data", help="training data; .npy files are memory-mapped")
-    fit.add_argument("--model", choices=sorted(MODELS), default="ksparse")
+    fit.add_argument("data", help=f"training data: {DATA_HELP}")
+    models = ", ".join(f"{key} ({name})" for key, name in MODELS.items())
+    fit.add_argument(
+        "--model",
+        choices=list(MODELS),
+        default="ksparse",
+        metavar="MODEL",
+        help=f"the estimator, at its defaults but for -p: {models}; default: ksparse",
+    )
     fit.add_argument(
         "-p",
         "--param",
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="an estimator parameter, e.g. -p n_components=256 -p k=32 (repeatable)",
+        help="an estimator parameter, as a Python literal or a bare string: "
+        "-p n_components=256 -p k=32 -p device=cuda (repeatable); "
+        "help(skae.KSparseAutoencoder) lists them and their defaults",
     )
     fit.add_argument(
         "-o",
@@ -571,11 +738,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_overwrite(fit)
     fit.add_argument("-v", "--verbose", action="count", default=0, help="progress bar")
-    transform = commands.add_parser("transform", help="encode data with a saved model")
+    formats = "; ".join(f"{suffix}: {what}" for suffix, what in CODE_FORMATS.items())
+    transform = commands.add_parser(
+        "transform",
+        help="encode data with a saved model",
+        description="Encode a data file with a saved model and save the codes.",
+    )
     transform.add_argument("model", help="a model saved by skae fit or skae.save")
-    transform.add_argument("data", help="data to encode")
+    transform.add_argument("data", help=f"data to encode: {DATA_HELP}")
     transform.add_argument(
-        "-o", "--output", required=True, help="where to save the codes: a .npy file"
+        "-o",
+        "--output",
+        required=True,
+        help=f"where to save the codes, in the format its extension names: {formats}",
     )
     _add_overwrite(transform)
     _add_allow_pickle(transform)
@@ -602,8 +777,9 @@ def main(argv: list[str] | None = None) -> int:
     code : int
         0 on success; 1 (with a one-line message on stderr) when a file, its
         data or a parameter is wrong, training fails or memory runs short, or
-        the output would overwrite an input or an existing file; usage errors
-        exit with code 2.
+        the output would overwrite an input or an existing file, and when the
+        reader of the output goes away (a closed pipe); usage errors exit
+        with code 2. Warnings print as one line each on stderr.
 
     Notes
     -----
@@ -622,17 +798,37 @@ def main(argv: list[str] | None = None) -> int:
     """
     args = _parser().parse_args(argv)
     try:
-        if args.command == "demo":
-            start = time.perf_counter()
-            print("skae demo: digits (1797 x 64) -> KMeans(10) and LogisticRegression")
-            print(format_table(run_demo(args.random_state, args.verbose)))
-            print(f"total {time.perf_counter() - start:.1f} s")
-        else:
-            {"fit": _fit, "transform": _transform, "info": _info}[args.command](args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning(args.command)
+            _run(args)
     except CommandError as exc:
         print(f"skae {args.command}: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader went away (skae info m.skae | head): stop quietly, and
+        # keep Python from complaining again when it flushes stdout at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     return 0
+
+
+def _run(args) -> None:
+    if args.command == "demo":
+        _demo(args)
+    else:
+        {"fit": _fit, "transform": _transform, "info": _info}[args.command](args)
+
+
+def _one_line_warning(command: str):
+    """A ``warnings.showwarning`` that prints the first line of a warning's
+    message, prefixed like the command's errors, and not where it came from."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        lines = str(message).strip().splitlines() or [category.__name__]
+        print(f"skae {command}: warning: {lines[0]}", file=sys.stderr)
+
+    return show
 
 
 if __name__ == "__main__":

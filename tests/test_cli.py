@@ -36,7 +36,7 @@ def test_demo_prints_the_comparison_table(capsys):
         "expl. var",
         "mean L0",
         "KMeans ARI",
-        "5-fold acc",
+        "3-fold acc",
         "PCA(16)",
         "KSparse(128, k=16)",
     ):
@@ -45,6 +45,10 @@ def test_demo_prints_the_comparison_table(capsys):
     explained_variance, mean_l0 = map(float, rows["KSparse(128, k=16)"].split()[2:4])
     pca_explained_variance = float(rows["PCA(16)"].split()[1])
     assert mean_l0 <= 16
+    # It says what it does as it goes, and where to go next.
+    for name in ("raw pixels", "PCA(16)", "KSparse(128, k=16)"):
+        assert f"  {name}: fit, cluster, cross-validate ... " in out
+    assert out.rstrip().splitlines()[-1].startswith("next: fit your own data")
     # The README's claim: far above PCA with as many codes (0.932 vs 0.849).
     assert explained_variance > pca_explained_variance + 0.05
 
@@ -243,8 +247,8 @@ def test_a_pickle_never_loads_without_allow_pickle(data_files, name, command, ca
             "is not a skae model file",
         ),
         (
-            ["transform", "{tmp}/X.npy", "{tmp}/X.npy", "-o", "{tmp}/c.csv"],
-            "must end in .npy",
+            ["transform", "{tmp}/X.npy", "{tmp}/X.npy", "-o", "{tmp}/c.txt"],
+            "must end in .npy, .npz, .csv, .parquet",
         ),
         (["info", "{tmp}/missing.skae"], "no such file"),
         (["info", "{tmp}/X.npy", "--allow-pickle"], "not a joblib file that loads"),
@@ -495,12 +499,13 @@ def test_transform_checks_its_output_before_loading_anything(
     assert "cannot be written" in one_line_error(capsys)
 
 
-def test_transform_output_must_be_npy(model_file, capsys):
+def test_transform_output_format_comes_from_its_extension(model_file, capsys):
     tmp = model_file.parent
     before = folder_listing(tmp)
     args = ["transform", str(model_file), str(tmp / "X.npy"), "-o"]
-    assert main([*args, str(tmp / "codes.csv")]) == 1
-    assert "must end in .npy" in one_line_error(capsys)
+    for name in ("codes.txt", "codes", "codes.npy.bak"):
+        assert main([*args, str(tmp / name)]) == 1
+        assert "must end in .npy, .npz, .csv, .parquet" in one_line_error(capsys)
     assert folder_listing(tmp) == before
 
 
@@ -542,3 +547,122 @@ def test_the_command_offers_every_estimator():
     from skae._base import BaseSparseAutoencoder
 
     assert set(skae.cli.MODELS.values()) == set(BaseSparseAutoencoder._skae_estimators)
+
+
+# ------------------------------------------------- output formats and inputs
+
+
+@pytest.mark.parametrize("sparse_output", [False, True])
+@pytest.mark.parametrize("suffix", ["npy", "npz", "csv", "parquet"])
+def test_transform_writes_the_format_its_extension_names(
+    data_files, suffix, sparse_output, capsys
+):
+    tmp, X = data_files
+    model = tmp / "m.skae"
+    fit = ["fit", str(tmp / "X.npy"), *FAST, "-p", f"sparse_output={sparse_output}"]
+    assert main([*fit, "-o", str(model)]) == 0
+    saved = skae.load(model)
+    expected = saved.transform(X)
+    expected = expected.toarray() if sparse_output else expected
+    codes = tmp / f"codes.{suffix}"
+    assert main(["transform", str(model), str(tmp / "X.npy"), "-o", str(codes)]) == 0
+    names = list(saved.get_feature_names_out())
+    if suffix == "npy":
+        written = np.load(codes)
+    elif suffix == "npz":
+        import scipy.sparse
+
+        written = scipy.sparse.load_npz(codes)
+        assert scipy.sparse.issparse(written) and written.format == "csr"
+        assert written.nnz == np.count_nonzero(expected)
+        written = written.toarray()
+    elif suffix == "csv":
+        frame = pd.read_csv(codes)
+        assert list(frame.columns) == names
+        written = frame.to_numpy(dtype=expected.dtype)
+    else:
+        frame = pd.read_parquet(codes)
+        assert list(frame.columns) == names
+        written = frame.to_numpy()
+    np.testing.assert_array_equal(written, expected)
+    assert f"codes 300 x 12 saved to {codes}" in capsys.readouterr().out
+
+
+def test_a_pandas_csv_keeps_its_column_names_and_drops_its_index(data_files, capsys):
+    tmp, X = data_files
+    names = [f"pixel{i}" for i in range(9)]
+    pd.DataFrame(X, columns=names).to_csv(tmp / "frame.csv")  # with its index
+    model = tmp / "m.skae"
+    assert main(["fit", str(tmp / "frame.csv"), *FAST, "-o", str(model)]) == 0
+    assert "on 300 x 9" in capsys.readouterr().out
+    saved = skae.load(model)
+    assert list(saved.feature_names_in_) == names
+    same = KSparseAutoencoder(12, k=3, max_iter=2, random_state=0).fit(X)
+    np.testing.assert_allclose(saved.components_, same.components_, rtol=1e-6)
+
+
+def test_a_csv_with_text_columns_is_a_one_line_error(data_files, capsys):
+    tmp, X = data_files
+    frame = pd.DataFrame(X[:, :3], columns=["a", "b", "c"]).assign(label="x")
+    frame.to_csv(tmp / "text.csv", index=False)
+    assert main(["fit", str(tmp / "text.csv"), "-o", str(tmp / "m.skae")]) == 1
+    assert "columns that are not numbers: label" in one_line_error(capsys)
+
+
+# ------------------------------------------------------------ the command
+
+
+def test_version_is_printed_and_exits_0(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"skae {skae.__version__}"
+
+
+def test_help_lists_models_and_formats_without_importing_torch(python_env):
+    code = (
+        "import sys, contextlib, io\n"
+        "from skae.cli import main\n"
+        "for args in (['--help'], ['fit', '--help'], ['transform', '--help']):\n"
+        "    with contextlib.suppress(SystemExit):\n"
+        "        main(args)\n"
+        "print('torch' in sys.modules, 'sklearn' in sys.modules)\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=python_env,
+    )
+    assert ran.stdout.splitlines()[-1] == "False False"
+    help_text = " ".join(ran.stdout.split())
+    for model, name in skae.cli.MODELS.items():
+        assert f"{model} ({name})" in help_text
+    for formats in (".npy (memory-mapped", ".csv", ".parquet", ".npz: a scipy"):
+        assert formats in help_text
+    assert "--version" in help_text
+
+
+def test_a_closed_pipe_ends_quietly(model_file, python_env):
+    process = subprocess.Popen(
+        [sys.executable, "-m", "skae", "info", str(model_file)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=python_env,
+    )
+    process.stdout.close()  # the reader is gone before the first line
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 1
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+@pytest.mark.filterwarnings("always::sklearn.exceptions.ConvergenceWarning")
+def test_warnings_are_one_line_each(data_files, capsys):
+    tmp, _ = data_files
+    args = ["fit", str(tmp / "X.npy"), *FAST, "-p", "learning_rate_schedule=constant"]
+    assert main([*args, "-o", str(tmp / "m.skae")]) == 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("skae fit: warning: ") and "\n" not in err, err
+    assert "ConvergenceWarning" not in err and ".py" not in err
+    assert "max_iter=2" in err
