@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import json
 import math
 import os
@@ -73,6 +74,7 @@ from ._engine.training import (
     adam,
     all_latents_dead,
     lbfgs,
+    logger,
     record_partial_epoch,
     snapshot,
     train,
@@ -85,6 +87,8 @@ _FLOATS = (np.float64, np.float32)
 #: squares of gradients (which grow with the square of the data) that Adam
 #: keeps overflow for data of about 1e11, and training degrades silently.
 TRAINING_MAGNITUDE_LIMIT = 1e9
+#: Longest name of an estimator on a progress bar or in a log line.
+SHORT_NAME_LENGTH = 60
 
 
 class _Outcome(NamedTuple):
@@ -631,9 +635,18 @@ class BaseSparseAutoencoder(
         loop = run.loop
         train_batches = self._epoch_batches(source, rows, rng, run.device, loop)
         callbacks = []
-        if self.verbose and not run.single_pass:
-            epochs = min(loop.history.n_epochs, run.rule.max_epochs)
-            callbacks.append(Progress(run.rule.max_epochs, epochs, type(self).__name__))
+        if self.verbose:
+            epochs = run.rule.max_epochs
+            callbacks.append(Progress(epochs, len(rows), self._short_name()))
+        logger.info(
+            "%s: %s on %s, products in %s, up to %d epoch(s) of %d rows",
+            self._short_name(),
+            "one pass" if run.single_pass else f"training with {self._solver()}",
+            run.device,
+            str(resolve_precision(self.precision, run.device) or torch.float32)[6:],
+            run.rule.max_epochs,
+            len(rows),
+        )
         if run.checkpoint_file is not None:
             callbacks.append(_Checkpointer(self, run, module, optimizer))
         history = train(
@@ -818,6 +831,28 @@ class BaseSparseAutoencoder(
             stacklevel=6,  # the caller of fit, past _plan_run, _train, _fit_context
         )
         return checkpoint
+
+    def _short_name(self) -> str:
+        """The class and the parameters set away from their defaults (but
+        ``verbose``), cut to fit a progress bar: which candidate of a search
+        a bar or a log line is about."""
+        defaults = inspect.signature(type(self).__init__).parameters
+        changed = [
+            f"{name}={value!r}"
+            for name, value in self.get_params(deep=False).items()
+            if name != "verbose"
+            and (name not in defaults or repr(value) != repr(defaults[name].default))
+        ]
+        text = f"{type(self).__name__}({', '.join(changed)})"
+        if len(text) > SHORT_NAME_LENGTH:
+            text = text[: SHORT_NAME_LENGTH - 1] + "…"
+        return text
+
+    def _activity_statistic(self) -> str:
+        """What ``activation_frequency_`` holds: 'frequency' (the share of
+        rows on which a latent fires) or, for smooth codes, 'mean
+        activation'."""
+        return "mean activation" if self.module_.smooth_codes else "frequency"
 
     def _saved_optimizer(self, incremental: bool) -> dict | None:
         if incremental:

@@ -70,7 +70,8 @@ random_state : int, RandomState instance or None, default=None
     two fits on the same data give bitwise-identical models on the CPU
     with the same number of threads.
 verbose : int, default=0
-    Show a progress bar over epochs when positive.
+    Show a progress bar of the training rows (and of a ``partial_fit`` pass)
+    when positive.
 checkpoint_path : str, path-like or None, default=None
     File where ``fit`` saves the model, the optimizer's state and the
     training history every ``checkpoint_interval`` epochs and at the end,

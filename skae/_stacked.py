@@ -369,7 +369,7 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
             self._new_optimizer(layer.parameters()),
             self._epoch_batches(source, rows, rng, device),
             StoppingRule(epochs, self.tol, self.n_iter_no_change),
-            callbacks=[Progress(epochs, 0, name)] if self.verbose else [],
+            callbacks=[Progress(epochs, len(rows), name)] if self.verbose else [],
             probe=self._probe(source, rows, device),
             schedule=self._schedule(epochs, len(rows)),
         )

@@ -573,8 +573,10 @@ def test_how_long_where_and_how_a_run_goes_may_change_on_resume(
     if "precision" in change:  # bfloat16 products: not the float32 run
         assert not np.array_equal(resumed.components_, whole.components_)
     if "verbose" in change:
-        err = capsys.readouterr().err  # the bar starts at the saved epoch
-        assert "| 2/6 [" in err and "| 6/6 [" in err
+        # The bar of rows starts at the saved epoch: 2 of 6 epochs of 2000.
+        err = capsys.readouterr().err
+        assert "| 4.00k/12.0k [" in err and "| 12.0k/12.0k [" in err
+        assert "epoch=6/6" in err
 
 
 @pytest.mark.parametrize(

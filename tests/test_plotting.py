@@ -8,8 +8,16 @@ import pytest
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from sklearn.decomposition import PCA
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
-from skae import ConvSparseAutoencoder, KSparseAutoencoder
+from skae import (
+    ConvSparseAutoencoder,
+    KLSparseAutoencoder,
+    KSparseAutoencoder,
+    SparseAutoencoderOutlierDetector,
+)
 from skae.plotting import (
     ActivationFrequencyDisplay,
     DictionaryDisplay,
@@ -78,7 +86,8 @@ def test_activation_frequency_histogram(fitted, tmp_path):
     assert display.n_dead_ == 3 + int((fitted.activation_frequency_ == 0).sum())
     heights = [bar.get_height() for bar in display.bars_]
     assert sum(heights) == len(frequencies) - display.n_dead_
-    assert f"{display.n_dead_} dead" in display.ax_.get_title()
+    assert f"{display.n_dead_} never fire" in display.ax_.get_title()
+    assert "share of rows on which a latent fires" in display.ax_.get_xlabel()
     assert renders(ActivationFrequencyDisplay.from_estimator(fitted), tmp_path)
 
 
@@ -86,3 +95,70 @@ def test_missing_matplotlib_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
     with pytest.raises(ImportError, match=r"needs matplotlib.*pip install matplotlib"):
         LossCurveDisplay([1.0]).plot()
+
+
+def test_dictionary_title_says_what_is_drawn_and_how_it_is_sorted(fitted):
+    display = DictionaryDisplay.from_estimator(fitted, image_shape=(8, 8), n_atoms=9)
+    title = display.ax_.get_title()
+    assert (
+        title == "KSparseAutoencoder: the 9 most active of 20 atoms, most active first"
+    )
+    every = DictionaryDisplay.from_estimator(fitted, image_shape=(8, 8))
+    assert every.ax_.get_title().endswith(": 20 atoms, most active first")
+
+
+def test_dictionary_tiles_get_a_figure_that_grows_with_them(fitted):
+    atoms = np.random.RandomState(0).randn(144, 64)
+    small = DictionaryDisplay(atoms[:9], image_shape=(8, 8)).plot()
+    large = DictionaryDisplay(atoms, image_shape=(8, 8)).plot()
+    assert small.figure_.get_size_inches()[0] == 4.0
+    assert large.figure_.get_size_inches()[0] == pytest.approx(0.6 * 12 + 1)
+    assert large.image_.get_array().shape == (12 * 9 + 1, 12 * 9 + 1)
+
+
+def test_loss_curve_names_both_curves_and_marks_the_best_epoch(fitted):
+    display = LossCurveDisplay.from_estimator(fitted)
+    labels = [text.get_text() for text in display.legend_.get_texts()]
+    best = int(np.argmax(fitted.validation_scores_)) + 1
+    assert labels == [
+        "training loss (left)",
+        "validation explained variance (right)",
+        f"best epoch ({best})",
+    ]
+    alone = LossCurveDisplay([1.0, 0.5]).plot()
+    assert [t.get_text() for t in alone.legend_.get_texts()] == ["training loss (left)"]
+
+
+def test_smooth_codes_are_drawn_as_mean_activations(digits):
+    X, _ = digits
+    kl = KLSparseAutoencoder(n_components=12, max_iter=2, random_state=0).fit(X)
+    display = ActivationFrequencyDisplay.from_estimator(kl)
+    assert display.statistic == "mean activation" and display.n_dead_ is None
+    assert "mean activation" in display.ax_.get_xlabel()
+    assert "never exactly off" in display.ax_.get_title()
+    assert "dead" not in display.ax_.get_title()
+    with pytest.raises(ValueError, match="statistic must be"):
+        ActivationFrequencyDisplay([0.1], statistic="rate").plot()
+
+
+@pytest.mark.parametrize(
+    "display", [DictionaryDisplay, LossCurveDisplay, ActivationFrequencyDisplay]
+)
+def test_every_display_reads_a_pipeline_or_a_detector(fitted, digits, display):
+    X, _ = digits
+    pipeline = make_pipeline(StandardScaler(), fitted, PCA(2))
+    pipeline.steps[1] = ("sae", fitted)  # fitted already; the others fit here
+    pipeline[0].fit(X)
+    from_pipeline = display.from_estimator(pipeline)
+    from_model = display.from_estimator(fitted)
+    assert from_pipeline.ax_.get_title() == from_model.ax_.get_title()
+    detector = SparseAutoencoderOutlierDetector(
+        KSparseAutoencoder(n_components=20, k=4, max_iter=1, random_state=0)
+    ).fit(X)
+    assert display.from_estimator(detector).ax_ is not None
+
+
+def test_a_display_of_something_else_is_a_clear_error(digits):
+    X, _ = digits
+    with pytest.raises(TypeError, match="not a skae autoencoder, a Pipeline"):
+        DictionaryDisplay.from_estimator(PCA(2).fit(X))

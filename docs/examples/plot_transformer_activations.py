@@ -1,7 +1,7 @@
 """
-==================================================
+====================================================
 Sparse features of a small transformer's activations
-==================================================
+====================================================
 
 Sparse autoencoders are trained on a network's activations to split them
 into features that each mean one thing. :func:`skae.activations.harvest`

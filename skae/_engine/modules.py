@@ -56,6 +56,12 @@ class Autoencoder(nn.Module):
     def n_components(self) -> int:
         raise NotImplementedError
 
+    @property
+    def smooth_codes(self) -> bool:
+        """Whether the codes are never exactly zero (the rule's ``smooth``),
+        so that ``activity_sum`` sums activations, not firings."""
+        return self.rule.smooth
+
     def encode(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
@@ -568,6 +574,10 @@ class StackedAutoencoder(Autoencoder):
     @property
     def n_components(self) -> int:
         return self.layers[-1].n_components
+
+    @property
+    def smooth_codes(self) -> bool:
+        return self.layers[-1].smooth_codes
 
     def encode_layers(self, x: Tensor) -> list[Tensor]:
         codes = []

@@ -44,6 +44,9 @@ class Rule(ABC):
     #: full-batch quasi-Newton solver needs: not where a selection or a
     #: threshold switches latents on and off by steps.
     has_gradient: bool = False
+    #: Whether codes are smooth, never exactly zero, so that ``activity`` is
+    #: the activation itself rather than whether a latent fired.
+    smooth: bool = False
 
     @abstractmethod
     def activate(self, pre: Tensor, threshold: Tensor | None = None) -> Tensor:
@@ -193,6 +196,7 @@ class TargetActivation(Rule):
     """Sigmoid codes whose batch-mean activations are pulled towards ``rho``."""
 
     has_gradient = True
+    smooth = True
 
     def __init__(self, rho: float, weight: float, kind: str = "kl") -> None:
         self.rho = rho

@@ -6,18 +6,23 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import itertools
+import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from .distributed import is_main_process, sum_across, unwrap
 from .serialize import storable
 
 Batches = Callable[[], Iterable[Tensor]]
+
+#: skae's logger: the start of a run (device, precision, plan), each
+#: epoch's losses (DEBUG), learning-rate reductions, early stops and the
+#: epoch whose weights are kept.
+logger = logging.getLogger("skae")
 
 
 class TrainingDivergedError(ValueError):
@@ -259,18 +264,40 @@ def added_callbacks(*callbacks: Callback) -> Iterator[None]:
 
 
 class Progress(Callback):
-    """A progress bar of epochs, with the last loss and the best."""
+    """A progress bar of the training rows, so that it moves within an epoch
+    (one pass over a large memmap included), with the epoch, its loss and
+    the best; a notebook gets tqdm's widget."""
 
-    def __init__(self, total: int, initial: int, description: str) -> None:
-        self.bar = tqdm(total=total, initial=initial, desc=description, unit="epoch")
+    def __init__(self, epochs: int, epoch_rows: int, description: str) -> None:
+        self.epochs, self.epoch_rows, self.description = epochs, epoch_rows, description
+        self.bar, self.rows = None, 0
+
+    def on_train_begin(self, state: LoopState, module: nn.Module) -> None:
+        from tqdm.auto import tqdm
+
+        done = min(state.history.n_epochs, self.epochs) * self.epoch_rows
+        self.rows = 0 if state.partial is None else state.partial.rows
+        self.bar = tqdm(
+            total=self.epochs * self.epoch_rows,
+            initial=done + self.rows,
+            desc=self.description,
+            unit="row",
+            unit_scale=True,
+        )
+
+    def on_step_end(self, state: LoopState, step: Step) -> None:
+        self.bar.update(max(step.rows - self.rows, 0))
+        self.rows = step.rows
 
     def on_epoch_end(self, state: LoopState) -> None:
-        self.bar.update()
-        loss = state.history.loss[-1]
-        self.bar.set_postfix(loss=f"{loss:.4g}", best=f"{state.best:.4g}")
+        self.rows = 0
+        epoch, loss = state.history.n_epochs, state.history.loss[-1]
+        postfix = {"epoch": f"{epoch}/{self.epochs}", "loss": f"{loss:.4g}"}
+        self.bar.set_postfix(postfix | {"best": f"{state.best:.4g}"})
 
     def on_train_end(self, state: LoopState) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 class _Scheduler(Callback):
@@ -604,6 +631,9 @@ def train(
             callback.on_train_end(state)
     if state.best_state is not None:
         loop.core.load_state_dict(state.best_state)
+        losses = [evaluation.loss for evaluation in history.validation]
+        best = losses.index(min(losses)) + 1
+        logger.info("kept the weights of epoch %d, the best on validation", best)
     return history
 
 
@@ -670,12 +700,35 @@ class _Loop:
             state.best = monitored
             if self.validation_batches is not None:
                 state.best_state = snapshot(core)
+        logger.debug(
+            "epoch %d: loss %.6g, monitored %.6g, best %.6g",
+            epoch,
+            loss,
+            monitored,
+            state.best,
+        )
         converged = state.stale_epochs >= self.rule.n_iter_no_change
         if converged and self.schedule is not None:
             # 'adaptive' lowers the rate where the rule would stop.
             scale = self.schedule.reduced(state.rate_scale)
             if scale is not None:
                 state.rate_scale, state.stale_epochs, converged = scale, 0, False
+                logger.info(
+                    "epoch %d: no improvement by tol in %d epochs; learning rate "
+                    "scaled by %g",
+                    epoch,
+                    self.rule.n_iter_no_change,
+                    scale,
+                )
+        if converged:
+            logger.info(
+                "stopped after epoch %d: the %s loss did not improve by tol=%g "
+                "of the best in the last %d epochs",
+                epoch,
+                "validation" if self.validation_batches is not None else "training",
+                self.rule.tol,
+                self.rule.n_iter_no_change,
+            )
         history.converged = converged
 
 

@@ -1,0 +1,65 @@
+"""Progress bars by rows, and the 'skae' logger."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from skae import KSparseAutoencoder
+from skae._engine.training import LoopState, Progress, Step
+
+
+def test_the_bar_counts_rows_within_an_epoch():
+    progress = Progress(epochs=2, epoch_rows=1000, description="model")
+    progress.on_train_begin(LoopState(), torch.nn.Linear(1, 1))
+    for rows in (250, 500):
+        progress.on_step_end(LoopState(), Step(1, torch.zeros(()), rows, False))
+    assert progress.bar.n == 500 and progress.bar.total == 2000
+    assert progress.bar.unit == "row"
+    progress.on_train_end(LoopState())
+
+
+@pytest.mark.parametrize("method", ["fit", "partial_fit"])
+def test_a_verbose_fit_or_pass_shows_a_bar_of_rows(method, capsys, tmp_path):
+    X = np.random.RandomState(0).randn(2048, 8).astype(np.float32)
+    np.save(tmp_path / "X.npy", X)
+    X = np.load(tmp_path / "X.npy", mmap_mode="r")  # one pass over a memmap
+    sae = KSparseAutoencoder(16, k=2, max_iter=1, batch_size=256, verbose=1)
+    getattr(sae, method)(X)
+    err = capsys.readouterr().err
+    assert "KSparseAutoencoder(batch_size=256, k=2, max_iter=1, n_co" in err
+    assert "2.05k/2.05k" in err and "row" in err and "epoch=1/1" in err
+
+
+def test_the_bar_names_the_parameters_that_differ_from_the_defaults():
+    sae = KSparseAutoencoder(n_components=64, k=3, verbose=2)
+    assert sae._short_name() == "KSparseAutoencoder(k=3, n_components=64)"
+    long = KSparseAutoencoder(n_components=64, k=3, checkpoint_path="a" * 80)
+    assert len(long._short_name()) == 60 and long._short_name().endswith("…")
+
+
+def test_the_logger_says_how_a_run_starts_and_stops(caplog):
+    X = np.random.RandomState(0).randn(600, 8).astype(np.float32)
+    sae = KSparseAutoencoder(
+        16,
+        k=2,
+        max_iter=200,
+        early_stopping=True,
+        n_iter_no_change=2,
+        tol=0.5,
+        learning_rate_schedule="constant",
+        random_state=0,
+    )
+    with caplog.at_level(logging.INFO, logger="skae"):
+        sae.fit(X)
+    messages = [r.getMessage() for r in caplog.records if r.name == "skae"]
+    assert messages[0].startswith(
+        "KSparseAutoencoder(early_stopping=True, k=2, learning_rat"
+    )
+    assert "training with adam on cpu, products in float32" in messages[0]
+    assert "up to 200 epoch(s) of 540 rows" in messages[0]
+    stopped = f"stopped after epoch {sae.n_iter_}: the validation loss"
+    assert any(m.startswith(stopped) for m in messages)
+    best = int(np.argmax(sae.validation_scores_)) + 1
+    assert f"kept the weights of epoch {best}, the best on validation" in messages
