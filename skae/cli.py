@@ -430,7 +430,8 @@ def _fit(args) -> None:
             skae.save(estimator, args.output)
     print(
         f"fit {MODELS[args.model]} on {X.shape[0]} x {X.shape[1]} in "
-        f"{estimator.n_iter_} epochs; saved to {args.output}"
+        f"{estimator.n_iter_} epoch{'' if estimator.n_iter_ == 1 else 's'}; saved "
+        f"to {args.output}"
     )
 
 
