@@ -284,16 +284,25 @@ def test_a_forged_file_builds_nothing_but_skae_estimators(tmp_path, tree, messag
         skae.load(tmp_path / "forged.skae")
 
 
-def test_a_file_cannot_replace_a_modules_methods(fitted, tmp_path):
+@pytest.mark.parametrize(
+    "attribute",
+    [
+        "encode",  # a method
+        "b_enc",  # a parameter: the file's tensors are the only weights
+        "rows_since_fired",  # a buffer
+        "_parameters",  # torch's own bookkeeping
+    ],
+)
+def test_a_file_cannot_replace_a_modules_methods_or_parts(fitted, tmp_path, attribute):
     from skae._engine.serialize import read_file, write_file
 
     path = tmp_path / "model.skae"
     skae.save(fitted, path)
     tensors, metadata = read_file(path)
     tree = json.loads(metadata["estimator"])
-    tree["fields"]["module"]["attributes"][""]["encode"] = "not a method"
+    tree["fields"]["module"]["attributes"][""][attribute] = "not a method"
     write_file(path, tensors, metadata | {"estimator": json.dumps(tree)})
-    with pytest.raises(ValueError, match="attribute 'encode' cannot be set"):
+    with pytest.raises(ValueError, match=f"attribute '{attribute}' cannot be set"):
         skae.load(path)
 
 
@@ -423,3 +432,60 @@ def test_loading_a_named_pipe_never_blocks(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(ValueError, match="not a regular file"):
         skae.load(fifo)
+
+
+@pytest.mark.parametrize("change", ["another format", "no estimator"])
+def test_a_file_of_another_kind_or_without_its_estimator_is_refused(
+    fitted, tmp_path, change
+):
+    # Either alone is enough: a checkpoint that happens to hold an
+    # "estimator" entry is still not a model file.
+    from skae._engine.serialize import read_file, write_file
+
+    path = tmp_path / "model.skae"
+    skae.save(fitted, path)
+    tensors, metadata = read_file(path)
+    if change == "another format":
+        metadata = metadata | {"format": "skae.checkpoint"}
+    else:
+        metadata = {k: v for k, v in metadata.items() if k != "estimator"}
+    write_file(path, tensors, metadata)
+    with pytest.raises(ValueError, match=r"that loads: it holds no skae\.estimator$"):
+        skae.load(path)
+
+
+def test_a_path_parameter_loads_as_a_path(tmp_path):
+    X = np.random.RandomState(0).randn(50, 4)
+    folder = tmp_path / "runs"
+    sae = KSparseAutoencoder(8, k=2, max_iter=1, checkpoint_path=folder).fit(X)
+    skae.save(sae, tmp_path / "model.skae")
+    loaded = skae.load(tmp_path / "model.skae")
+    assert isinstance(loaded.checkpoint_path, Path)
+    assert loaded.checkpoint_path == folder
+
+
+def _header(length: int, body: bytes) -> bytes:
+    return length.to_bytes(8, "little") + body
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"tiny", r"not a safetensors file$"),
+        (_header(20, b"[" + b" " * 40), r"not a safetensors file$"),
+        # A header said to run past the end of the file, by a little or by
+        # a length whose top bit is set (negative if misread as signed).
+        (_header(40, b"{" + b" " * 35), r"its header is cut short\)$"),
+        (_header(2**63 + 5, b"{" + b" " * 40), r"its header is cut short\)$"),
+    ],
+)
+def test_what_is_not_a_safetensors_file_is_named(tmp_path, content, reason):
+    path = tmp_path / "model.skae"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=reason):
+        skae.load(path)
+
+
+def test_a_folder_is_not_a_model_file(tmp_path):
+    with pytest.raises(ValueError, match=r"not a regular file$"):
+        skae.load(tmp_path)
