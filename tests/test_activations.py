@@ -47,6 +47,12 @@ def interrupted(inputs, after: int):
         yield batch
 
 
+def harvest_interrupted(model, inputs, path, after: int) -> None:
+    """A harvest of layer '1' stopped by Ctrl-C after ``after`` batches."""
+    with pytest.raises(KeyboardInterrupt):
+        harvest(model, "1", interrupted(inputs, after=after), path)
+
+
 def test_mlp_activations_are_written_row_for_row(tmp_path):
     model, inputs = mlp(), batches()
     X = harvest(model, "1", inputs, tmp_path / "a.npy")
@@ -199,8 +205,7 @@ def test_an_interrupted_harvest_resumes_where_it_stopped(tmp_path, monkeypatch):
     monkeypatch.setattr(harvesting, "SAVE_BYTES", 1)  # save after every batch
     model, inputs = mlp(), batches(n=10)
     path = tmp_path / "a.npy"
-    with pytest.raises(KeyboardInterrupt):
-        harvest(model, "1", interrupted(inputs, after=4), path)
+    harvest_interrupted(model, inputs, path, after=4)
     assert not path.exists() and (tmp_path / "a.npy.partial").exists()
     calls = Calls(model)
     X = harvest(model, "1", inputs, path)
@@ -212,8 +217,7 @@ def test_an_interrupted_harvest_resumes_where_it_stopped(tmp_path, monkeypatch):
 def test_a_harvest_killed_between_saves_resumes_from_the_last_save(tmp_path):
     model, inputs = mlp(), batches(n=6)
     path = tmp_path / "a.npy"
-    with pytest.raises(KeyboardInterrupt):
-        harvest(model, "1", interrupted(inputs, after=3), path)
+    harvest_interrupted(model, inputs, path, after=3)
     # A kill leaves rows past the record unsaved; the record says 3 batches,
     # so rewind it to 2 as if the last save came one batch earlier.
     record = tmp_path / "a.npy.partial.json"
@@ -226,8 +230,7 @@ def test_a_harvest_killed_between_saves_resumes_from_the_last_save(tmp_path):
 def test_resuming_with_another_model_or_other_inputs_is_refused(tmp_path):
     model, inputs = mlp(), batches(n=6)
     path = tmp_path / "a.npy"
-    with pytest.raises(KeyboardInterrupt):
-        harvest(model, "1", interrupted(inputs, after=3), path)
+    harvest_interrupted(model, inputs, path, after=3)
     with pytest.raises(ValueError, match="refusing to resume"):
         harvest(model, "1", batches(n=6, seed=2), path)
     with torch.no_grad():
