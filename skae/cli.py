@@ -324,7 +324,7 @@ def _parse_params(pairs: list[str]) -> dict:
 # What a bad parameter, bad data, a diverged fit, too little memory or a full
 # disk raise; the command reports them on one line (TrainingDivergedError is a
 # ValueError).
-_REPORTED_ERRORS = (ValueError, TypeError, MemoryError, OSError)
+_REPORTED_ERRORS = (ValueError, TypeError, MemoryError, OSError, ImportError)
 
 PICKLE_SUFFIXES = (".joblib", ".pkl", ".pickle")
 
@@ -418,10 +418,13 @@ def _fit(args) -> None:
                 f"{args.output} exists and is not a skae model file, which skae "
                 "fit never replaces; delete it or choose another name"
             )
-    X = load_data(args.data)
-    estimator = estimator_class(**params | {"verbose": args.verbose})
     with _reported():
-        estimator.fit(X)
+        watching = _watching(args.watch, args.tensorboard)
+    with watching:
+        X = load_data(args.data)
+        estimator = estimator_class(**params | {"verbose": args.verbose})
+        with _reported():
+            estimator.fit(X)
     estimator.set_params(verbose=0)
     with _reported(f"cannot save {args.output}: "):
         if as_pickle:
@@ -433,6 +436,46 @@ def _fit(args) -> None:
         f"{estimator.n_iter_} epoch{'' if estimator.n_iter_ == 1 else 's'}; saved "
         f"to {args.output}"
     )
+
+
+def _watching(every: int | None, tensorboard: str | None):
+    """:func:`skae.monitor.watch` as ``--watch`` and ``--tensorboard`` ask,
+    entered now so that a missing tensorboard fails before any work."""
+    if every is None and tensorboard is None:
+        return contextlib.nullcontext()
+    from skae.monitor import watch
+
+    receiver = _print_metrics if every is not None else None
+    watching = watch(receiver, every=every or WATCH_STEPS, tensorboard=tensorboard)
+    stack = contextlib.ExitStack()
+    stack.enter_context(watching)
+    return stack
+
+
+#: Steps between reports of ``skae fit --tensorboard`` without ``--watch``.
+WATCH_STEPS = 100
+
+
+def _print_metrics(metrics) -> None:
+    print(
+        f"step {metrics.step} (epoch {metrics.epoch}): loss {metrics.loss:.4g}, "
+        f"L0 {metrics.l0:.3g}, FVU {metrics.fvu:.4f}, "
+        f"dead {100 * metrics.dead_fraction:.2f}%",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a whole number of steps >= 1"
+        )
+    return value
 
 
 def _dump_pickle(estimator, path: str) -> None:
@@ -739,6 +782,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     _add_overwrite(fit)
     fit.add_argument("-v", "--verbose", action="count", default=0, help="progress bar")
+    fit.add_argument(
+        "--watch",
+        type=_positive_int,
+        metavar="STEPS",
+        help="print the loss, L0, FVU and dead share every STEPS optimizer steps "
+        "(to stderr)",
+    )
+    fit.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="write those figures as TensorBoard scalars, a new run under DIR "
+        f"(needs the tensorboard package); every --watch steps, default {WATCH_STEPS}",
+    )
     formats = "; ".join(f"{suffix}: {what}" for suffix, what in CODE_FORMATS.items())
     transform = commands.add_parser(
         "transform",

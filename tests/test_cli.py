@@ -3,6 +3,7 @@
 import os
 import pathlib
 import pickle
+import re
 import subprocess
 import sys
 
@@ -666,3 +667,53 @@ def test_warnings_are_one_line_each(data_files, capsys):
     assert err.startswith("skae fit: warning: ") and "\n" not in err, err
     assert "ConvergenceWarning" not in err and ".py" not in err
     assert "max_iter=2" in err
+
+
+def test_watch_prints_the_step_figures_and_tensorboard_writes_them(data_files, capsys):
+    tmp, _ = data_files
+    args = ["fit", str(tmp / "X.npy"), *FAST, "-p", "batch_size=64"]
+    runs = tmp / "runs"
+    assert (
+        main(
+            [
+                *args,
+                "--watch",
+                "3",
+                "--tensorboard",
+                str(runs),
+                "-o",
+                str(tmp / "m.skae"),
+            ]
+        )
+        == 0
+    )
+    err = capsys.readouterr().err.splitlines()
+    line = (
+        r"step (\d+) \(epoch [12]\): loss [\d.]+, L0 [\d.]+, FVU 0\.\d{4}, dead 0\.00%"
+    )
+    steps = [int(re.fullmatch(line, text).group(1)) for text in err]
+    assert steps == [3, 6, 9, 10]  # two epochs of five batches of 64
+    assert [p.name for p in runs.iterdir()] == ["fit-1"]
+    assert any(
+        f.name.startswith("events.out.tfevents") for f in (runs / "fit-1").iterdir()
+    )
+
+
+@pytest.mark.parametrize("steps", ["0", "-2", "ten"])
+def test_watch_needs_a_whole_number_of_steps(data_files, steps, capsys):
+    tmp, _ = data_files
+    with pytest.raises(SystemExit) as exc:
+        main(["fit", str(tmp / "X.npy"), "--watch", steps, "-o", str(tmp / "m.skae")])
+    assert exc.value.code == 2
+    assert "whole number of steps >= 1" in capsys.readouterr().err
+
+
+def test_tensorboard_missing_is_a_one_line_error_before_loading(
+    data_files, monkeypatch, capsys
+):
+    tmp, _ = data_files
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    monkeypatch.setattr(skae.cli, "load_data", _fails("the data were read"))
+    args = ["fit", str(tmp / "X.npy"), "--tensorboard", str(tmp / "runs")]
+    assert main([*args, "-o", str(tmp / "m.skae")]) == 1
+    assert "pip install tensorboard" in one_line_error(capsys)

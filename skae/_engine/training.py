@@ -10,12 +10,16 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from .distributed import is_main_process, sum_across, unwrap
 from .serialize import storable
+
+if TYPE_CHECKING:
+    from .modules import ForwardOutput
 
 Batches = Callable[[], Iterable[Tensor]]
 
@@ -198,13 +202,15 @@ class LoopState:
 @dataclass
 class Step:
     """A step just taken: the epoch's steps, summed row-weighted loss (on the
-    device, this process's) and rows so far, and whether it was the epoch's
-    last."""
+    device, this process's) and rows so far, whether it was the epoch's
+    last, and the step's batch with the forward pass its loss came from."""
 
     steps: int
     loss_sum: Tensor
     rows: int
     last: bool
+    x: Tensor | None = None
+    output: ForwardOutput | None = None
 
 
 class Callback:
@@ -311,9 +317,6 @@ class _Scheduler(Callback):
         for group in self.optimizer.param_groups:
             group["lr"] = rate
 
-    def on_step_end(self, state: LoopState, step: Step) -> None:
-        state.steps += 1
-
 
 def adam(parameters: Iterable[Tensor], learning_rate: float) -> torch.optim.Adam:
     """Adam, fused into one kernel per step where the device has one: the
@@ -329,11 +332,12 @@ def snapshot(module: nn.Module) -> dict[str, Tensor]:
     return {name: value.detach().clone() for name, value in module.state_dict().items()}
 
 
-def objective(module: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-    """Mean per-row squared reconstruction error plus the sparsity penalty."""
+def objective(module: nn.Module, x: Tensor) -> tuple[Tensor, ForwardOutput]:
+    """Mean per-row squared reconstruction error plus the sparsity penalty,
+    and the forward pass it was computed from."""
     out = module(x)
     loss = (out.reconstruction - x).square().sum(dim=1).mean() + out.penalty
-    return loss, out.codes
+    return loss, out
 
 
 def train_epoch(
@@ -364,7 +368,7 @@ def train_epoch(
     while x is not None:
         for callback in callbacks:
             callback.on_step_begin(state)
-        loss, codes = objective(module, x)
+        loss, out = objective(module, x)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         core.before_step()
@@ -374,11 +378,14 @@ def train_epoch(
         total = weighted if total is None else total + weighted
         n_rows += x.shape[0]
         steps += 1
+        if state is not None:
+            state.steps += 1
         if activity is not None:
-            activity += core.activity_sum(codes.detach())
-        x = next(iterator, None)
+            activity += core.activity_sum(out.codes.detach())
+        done, x = x, next(iterator, None)
         for callback in callbacks:
-            callback.on_step_end(state, Step(steps, total, n_rows, x is None))
+            step = Step(steps, total, n_rows, x is None, done, out)
+            callback.on_step_end(state, step)
     if total is None:
         raise ValueError("No training rows: the epoch had no batches.")
     # Every process reports the loss over all processes' rows, so that all
@@ -431,10 +438,13 @@ def lbfgs_iteration(
         return loss
 
     optimizer.step(closure)
+    if state is not None:
+        state.steps += 1
     with torch.no_grad():
-        loss = objective(module, x)[0].detach()
+        loss, out = objective(module, x)
     for callback in callbacks:
-        callback.on_step_end(state, Step(1, loss * x.shape[0], x.shape[0], True))
+        step = Step(1, loss * x.shape[0], x.shape[0], True, x, out)
+        callback.on_step_end(state, step)
     return loss
 
 
