@@ -67,12 +67,14 @@ from ._engine.training import (
     LBFGS_HISTORY,
     SCHEDULES,
     Callback,
+    EpochTotals,
     LoopState,
     Progress,
     Schedule,
     StoppingRule,
     adam,
     all_latents_dead,
+    kept_epoch,
     lbfgs,
     logger,
     record_partial_epoch,
@@ -115,7 +117,8 @@ class _Run:
     schedule: Schedule | None  # None for partial_fit's one pass
     checkpoint_file: Path | None  # None when this call writes none
     fingerprint: dict | None
-    activity: torch.Tensor | None = None  # per latent, summed over steps
+    totals: EpochTotals | None = None  # what the last epoch's steps saw
+    sums: tuple | None = None  # column sums, squares and count of all rows
 
 
 class _KeptState:
@@ -214,6 +217,54 @@ def _sums(source, rows) -> tuple:
     col_sum, squares, n = column_sums(source, rows)
     totals = sum_across(torch.tensor([*col_sum, squares, n], dtype=torch.float64))
     return totals[:-2].numpy(), float(totals[-2]), int(totals[-1])
+
+
+def _encode(module, x):
+    return module.encode(x)
+
+
+def _encode_into(module, x, out) -> None:
+    module.encode_into(x, out)
+
+
+#: The torch dtype of each output dtype.
+_TORCH = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
+
+
+def _training_sums(run: _Run) -> tuple:
+    """Column sums, sum of squares and count of the training rows, over all
+    processes: from those of all rows that validation gathered, less the
+    held-out rows' (read alone), where one process trains on them all."""
+    held_out = run.split[1]
+    if run.sums is None or current_world() is not None:
+        return _sums(run.source, run.train_rows)
+    col_sum, squares, n = run.sums
+    if held_out is None:
+        return run.sums
+    held_sum, held_squares, held_n = column_sums(run.source, held_out)
+    return col_sum - held_sum, squares - held_squares, n - held_n
+
+
+def _summed_totals(totals: EpochTotals) -> tuple[float, tuple]:
+    """The squared error of an epoch's steps and their rows' column sums, sum
+    of squares and count, over all processes, as :meth:`_measure` gives them."""
+    packed = torch.cat(
+        [
+            totals.col_sum,
+            torch.stack([totals.squares, totals.error]),
+            totals.error.new_tensor([float(totals.rows)]),
+        ]
+    )
+    packed = sum_across(packed).cpu().numpy()
+    return float(packed[-2]), (packed[:-3], float(packed[-3]), int(packed[-1]))
+
+
+def _explained_variance(error: float, sums: tuple) -> float:
+    """``1 - error / total variance`` of rows with these sums (1 or 0 for
+    rows that do not vary, as the error is or is not 0)."""
+    col_sum, squares, n = sums
+    total = squares - float(col_sum @ col_sum) / n
+    return 1.0 - error / total if total > 0 else float(error == 0.0)
 
 
 def _varies(sums: tuple) -> bool:
@@ -447,8 +498,9 @@ class BaseSparseAutoencoder(
         if warm:
             self._check_incremental()
         with self._input_metadata_kept_on_failure():
-            X = self._validate_X(X, reset=not warm, for_training=True)
-            outcome = self._train(X, incremental=warm)
+            sums = []
+            X = self._validate_X(X, reset=not warm, for_training=True, sums=sums)
+            outcome = self._train(X, incremental=warm, sums=sums[0])
         # Last, once the estimator is whole: an error raised from it by a
         # warnings filter leaves a fitted model, not a half-updated one.
         score = outcome.explained_variance
@@ -507,8 +559,9 @@ class BaseSparseAutoencoder(
         if not first_call:
             self._check_incremental()
         with self._input_metadata_kept_on_failure():
-            X = self._validate_X(X, reset=first_call, for_training=True)
-            self._train(X, incremental=not first_call, single_pass=True)
+            sums = []
+            X = self._validate_X(X, reset=first_call, for_training=True, sums=sums)
+            self._train(X, incremental=not first_call, single_pass=True, sums=sums[0])
         return self
 
     @contextmanager
@@ -525,8 +578,13 @@ class BaseSparseAutoencoder(
             self.__dict__.update(saved)
             raise
 
-    def _train(self, X, *, incremental: bool, single_pass: bool = False) -> _Outcome:
+    def _train(
+        self, X, *, incremental: bool, single_pass: bool = False, sums=None
+    ) -> _Outcome:
+        """Train on validated X, whose column sums, sum of squares and row
+        count ``sums`` holds where its validation gathered them."""
         run = self._plan_run(X, incremental, single_pass)
+        run.sums = sums
         work = self._batch_work(self.batch_size, run.source.n_features)
         products = resolve_precision(self.precision, run.device)
         with limited_threads(work), products_in(products):
@@ -537,7 +595,9 @@ class BaseSparseAutoencoder(
                 if run.resumed is not None
                 else self._saved_optimizer(incremental),
             )
-            run.activity = torch.zeros(module.n_components, device=run.device)
+            run.totals = EpochTotals.zeros(
+                module.n_components, run.source.n_features, run.device
+            )
             try:
                 history = self._run_loop(run, module, optimizer)
                 statistics = self._statistics(run, module, history)
@@ -551,11 +611,7 @@ class BaseSparseAutoencoder(
         activity, n_rows, error, data = statistics
         self.activation_frequency_ = (activity / n_rows).cpu().numpy()
         self.n_dead_components_ = int(np.sum(self.activation_frequency_ == 0))
-        score = None
-        if error is not None:
-            col_sum, squares, n = data
-            total = squares - float(col_sum @ col_sum) / n
-            score = 1.0 - error / total if total > 0 else float(error == 0.0)
+        score = None if error is None else _explained_variance(error, data)
         return _Outcome(history, run.rule.max_epochs, score)
 
     def _plan_run(self, X, incremental: bool, single_pass: bool) -> _Run:
@@ -626,6 +682,7 @@ class BaseSparseAutoencoder(
                 run.rng,
                 run.device,
                 pretrain=not run.single_pass,
+                sums=_training_sums(run),
             )
         return module, kept
 
@@ -657,9 +714,7 @@ class BaseSparseAutoencoder(
             validation_batches=self._validation_batches(
                 source, run.split[1], run.device
             ),
-            # partial_fit reports the activity seen during its single pass;
-            # fit measures it afterwards with the weights it keeps.
-            activity=run.activity if run.single_pass else None,
+            totals=run.totals,
             state=loop,
             callbacks=callbacks,
             probe=self._probe(source, rows, run.device),
@@ -679,10 +734,41 @@ class BaseSparseAutoencoder(
     def _statistics(self, run: _Run, module, history) -> tuple:
         """Every latent's activity summed over the training rows, their
         number, and (after ``fit``) the squared error over them and their
-        column sums; raise if no latent fires on rows that vary."""
-        activity, error, data = run.activity, None, None
+        column sums; raise if no latent fires on rows that vary.
+
+        ``partial_fit`` reports what its pass saw. ``fit`` takes what the
+        steps of its last epoch saw, at no cost of a pass of its own, where
+        those describe the weights it keeps: that epoch was whole, its
+        weights are kept (not an earlier epoch's, best on validation), and
+        its codes are inference's. Otherwise, or where that epoch's error
+        says the model is worse than the mean (its weights moved through
+        it, and the warning that follows must not be a false alarm), a pass
+        with the kept weights measures them.
+        """
+        totals, error, data = run.totals, None, None
+        activity = totals.activity
         if not run.single_pass:
+            if self._last_epoch_describes(run, module):
+                error, data = _summed_totals(totals)
+                if _explained_variance(error, data) >= 0:
+                    return self._checked_statistics(
+                        run, module, history, activity, error, data
+                    )
+            activity = torch.zeros_like(activity)
             error, data = self._measure(module, run.source, run.train_rows, activity)
+        return self._checked_statistics(run, module, history, activity, error, data)
+
+    def _last_epoch_describes(self, run: _Run, module) -> bool:
+        """Whether the figures of the last epoch's steps are those of the
+        weights ``fit`` keeps (see :meth:`_statistics`)."""
+        n_epochs = run.loop.history.n_epochs
+        return (
+            run.totals.epoch == n_epochs > 0
+            and kept_epoch(run.loop) == n_epochs
+            and module.trains_as_it_infers
+        )
+
+    def _checked_statistics(self, run, module, history, activity, error, data):
         activity = sum_across(activity)
         n_rows = int(sum_across(activity.new_tensor(len(run.train_rows))))
         # A partial_fit pass over less than a batch says too little.
@@ -988,12 +1074,12 @@ class BaseSparseAutoencoder(
         return self._planned_epochs(n_rows)
 
     def _initial_module(
-        self, source, train_rows, rng, device, *, pretrain: bool
+        self, source, train_rows, rng, device, *, pretrain: bool, sums: tuple
     ) -> torch.nn.Module:
-        """The module ``fit`` starts from. ``pretrain`` is False for
+        """The module ``fit`` starts from, and the training rows' ``sums``
+        (column sums, sum of squares, count). ``pretrain`` is False for
         ``partial_fit``, which only ever makes one pass."""
-        # Over all processes' shards when training distributed.
-        col_sum, squares, n = _sums(source, train_rows)
+        col_sum, squares, n = sums
         mean = torch.from_numpy(col_sum / n)
         generator = torch.Generator().manual_seed(int(rng.randint(2**31 - 1)))
         module = self._make_module(source.n_features, mean, generator)
@@ -1124,11 +1210,13 @@ class BaseSparseAutoencoder(
         check_is_fitted(self)
         encode = self._encoder()
         X = self._validate_X(X, reset=False)
-        return self._map_batches(X, encode, self._n_features_out)
+        # The module's own codes are written straight into the output.
+        fill = _encode_into if encode is _encode else None
+        return self._map_batches(X, encode, self._n_features_out, fill)
 
     def _encoder(self):
         """The function of (module, batch) that gives :meth:`transform`'s codes."""
-        return lambda module, x: module.encode(x)
+        return _encode
 
     @contextmanager
     def _code_batches(self, X):
@@ -1239,9 +1327,10 @@ class BaseSparseAutoencoder(
             The explained variance.
         """
         check_is_fitted(self)
-        X = self._validate_X(X, reset=False)
+        sums = []
+        X = self._validate_X(X, reset=False, sums=sums)
         sse = -float(np.sum(self._negative_errors(X), dtype=np.float64))
-        col_sum, squares, n = column_sums(RowSource(X))
+        col_sum, squares, n = sums[0]
         sst = squares - float(col_sum @ col_sum) / n
         if sst <= 0:
             return float(sse == 0.0)
@@ -1249,21 +1338,37 @@ class BaseSparseAutoencoder(
 
     def _negative_errors(self, X) -> np.ndarray:
         def negative_error(module, x):
-            reconstruction = module.decode(module.encode(x))
+            reconstruction = module.reconstruct(x)
             return -(reconstruction - x).square().sum(dim=1, keepdim=True)
 
         errors = self._map_batches(X, negative_error, 1).ravel()
         _check_finite(errors, "squared reconstruction errors", X.dtype)
         return errors
 
-    def _map_batches(self, X, fn, n_out: int) -> np.ndarray:
-        """``fn(module, batch)`` over X in order, gathered into one array."""
-        out = np.empty((X.shape[0], n_out), dtype=_output_dtype(X.dtype))
+    def _map_batches(self, X, fn, n_out: int, fill=None) -> np.ndarray:
+        """``fn(module, batch)`` over X in order, gathered into one array.
+
+        ``fill(module, batch, out)``, where given, writes the same result
+        into ``out``, a tensor view of the array's rows that holds zeros,
+        instead: on the CPU, the batch's result is then never a matrix of
+        its own, allocated, zeroed and copied.
+        """
+        dtype = _output_dtype(X.dtype)
+        # np.zeros: a large array comes from the kernel already zeroed, so
+        # its pages are written once, on first touch, rather than twice.
+        out = (np.empty if fill is None else np.zeros)((X.shape[0], n_out), dtype)
         with self._inference_batches(X) as (module, batches):
             start = 0
             for x in batches:
                 stop = start + x.shape[0]
-                out[start:stop] = fn(module, x).cpu().numpy()
+                if (
+                    fill is not None
+                    and x.device.type == "cpu"
+                    and x.dtype == _TORCH[np.dtype(dtype)]
+                ):
+                    fill(module, x, torch.from_numpy(out[start:stop]))
+                else:
+                    out[start:stop] = fn(module, x).cpu().numpy()
                 start = stop
         return out
 
@@ -1312,13 +1417,16 @@ class BaseSparseAutoencoder(
 
     # --------------------------------------------------------- validation
 
-    def _validate_X(self, X, *, reset: bool, for_training: bool = False):
+    def _validate_X(
+        self, X, *, reset: bool, for_training: bool = False, sums: list | None = None
+    ):
         """Validate X without copying it; memmaps are checked chunk by chunk.
 
         X must be finite and small enough in magnitude for the float
         precision it is computed in: :data:`TRAINING_MAGNITUDE_LIMIT` for
         training, or what keeps squared reconstruction errors finite for
-        inference.
+        inference. ``sums``, a list, receives X's column sums, sum of squares
+        and row count, gathered in the same pass.
         """
         X = _without_dates(X)
         if len(getattr(X, "shape", ())) == 2 and X.shape[1] == 0:
@@ -1340,7 +1448,9 @@ class BaseSparseAutoencoder(
                 dtype=_FLOATS,
                 ensure_all_finite=False,
             )
-        bad, largest = scan_values(RowSource(X))
+        bad, largest, found = scan_values(RowSource(X), sums=sums is not None)
+        if sums is not None:
+            sums.append(found)
         if bad is not None:
             row, col, value = bad
             kind = "NaN" if np.isnan(value) else "infinity"

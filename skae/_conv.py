@@ -95,7 +95,10 @@ class ConvSparseAutoencoder(BaseSparseAutoencoder):
         ``(height, width, channels)`` of the images seen in ``fit``.
     activation_frequency_ : ndarray of shape (n_components,)
         Per map: the fraction of training images on which it fires anywhere
-        ('wta', after the lifetime cut; 'l1'), or its mean activation ('kl').
+        ('wta', after the lifetime cut; 'l1'), or its mean activation ('kl'),
+        as the steps of the last epoch of ``fit`` saw it (measured with the
+        kept weights where these are an earlier epoch's, or where a lifetime
+        cut, which training takes per batch, applies).
     %(fitted_attributes)s
 
     See Also
@@ -204,8 +207,8 @@ class ConvSparseAutoencoder(BaseSparseAutoencoder):
             )
         return shape
 
-    def _validate_X(self, X, *, reset: bool, for_training: bool = False):
-        X = super()._validate_X(X, reset=reset, for_training=for_training)
+    def _validate_X(self, X, *, reset: bool, **kwargs):
+        X = super()._validate_X(X, reset=reset, **kwargs)
         if reset:
             self._resolve_image_shape(X.shape[1])
         return X

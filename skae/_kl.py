@@ -64,8 +64,9 @@ class KLSparseAutoencoder(BaseSparseAutoencoder):
     components_ : ndarray of shape (n_components, n_features)
         Decoder weights, one row per hidden unit.
     activation_frequency_ : ndarray of shape (n_components,)
-        Mean activation of each unit over the training rows, measured with
-        the final weights after ``fit`` and during the pass of the last
+        Mean activation of each unit over the training rows, as the steps of
+        the last epoch of ``fit`` saw it (measured with the kept weights
+        where these are an earlier epoch's) and during the pass of the last
         ``partial_fit``: the ``rho_hat_j`` that the penalty pulls towards
         ``sparsity_target``.
     %(fitted_attributes)s

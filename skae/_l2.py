@@ -45,8 +45,10 @@ class L2SparseAutoencoder(BaseSparseAutoencoder):
         Dictionary atoms (the decoder's rows). Their norms are free; the
         penalty accounts for them.
     activation_frequency_ : ndarray of shape (n_components,)
-        Fraction of training rows on which each latent is non-zero, measured
-        with the final weights after ``fit`` and during the pass of the last
+        Fraction of training rows on which each latent is non-zero, as the
+        steps of the last epoch of ``fit`` saw them (so the model costs no
+        pass of its own after training; measured with the kept weights
+        where these are an earlier epoch's) and during the pass of the last
         ``partial_fit``. Zeros are dead latents.
     %(fitted_attributes)s
 

@@ -104,7 +104,9 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
         codes 0. For a single layer with identity output these are its atoms.
     activation_frequency_ : ndarray of shape (hidden_layer_sizes[-1],)
         Activity of each last-layer latent over the training rows: its
-        firing frequency ('l1', 'topk') or mean activation ('kl').
+        firing frequency ('l1', 'topk') or mean activation ('kl'), as the
+        steps of the last epoch of ``fit`` saw it (measured with the kept
+        weights where these are an earlier epoch's).
     layers_ : list of torch.nn.Module
         The fitted layers, from the input side.
     pretrain_loss_curves_ : list of list of float
@@ -314,7 +316,7 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
             self._kind().update(layer, self._layer_rule(i), self._layer_settings(i))
         module.layer_weights = self._layer_weights()
 
-    def _initial_module(self, source, train_rows, rng, device, *, pretrain):
+    def _initial_module(self, source, train_rows, rng, device, *, pretrain, sums):
         pretrain = pretrain and self.pretrain
         if pretrain and current_world() is not None:
             raise ValueError(
@@ -329,7 +331,10 @@ class StackedSparseAutoencoder(BaseSparseAutoencoder):
         layer_source, layer_rows = source, train_rows
         n_inputs = source.n_features
         for i, width in enumerate(self._sizes()):
-            if pretrain or i == 0:
+            if i == 0:
+                col_sum, _, n = sums
+                mean = torch.from_numpy(col_sum / n)
+            elif pretrain:
                 col_sum, _, n = column_sums(layer_source, layer_rows)
                 mean = torch.from_numpy(col_sum / n)
             else:

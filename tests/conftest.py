@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
+from skae._engine.topk import SparseCodes
 from skae._engine.training import Callback, added_callbacks
 
 # Property-based tests (test_properties.py): bounded and derandomized, so a CI
@@ -179,3 +180,43 @@ def python_env():
     root = str(Path(skae.__file__).resolve().parents[1])
     paths = [root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+
+
+class LastEpochActivity(Callback):
+    """Every latent's activity over the steps of the last epoch trained,
+    computed from the steps' codes: firings (non-zero codes) of sparse
+    codes, the codes themselves of smooth ones. ``frequency`` is their
+    share of the epoch's rows: what ``activation_frequency_`` reports."""
+
+    def on_train_begin(self, state, module):
+        self.width, self.smooth = module.n_components, module.smooth_codes
+
+    def on_epoch_begin(self, state):
+        self.total, self.rows = np.zeros(self.width), 0
+
+    def on_step_end(self, state, step):
+        codes = step.output.codes
+        if isinstance(codes, SparseCodes):  # each row's kept latents
+            dense = np.zeros((len(step.x), self.width))
+            np.add.at(
+                dense,
+                (np.arange(len(step.x))[:, None], codes.indices.numpy()),
+                codes.values.detach().numpy(),
+            )
+            codes = dense
+        else:
+            codes = codes.detach().numpy()
+        self.total += codes.sum(axis=0) if self.smooth else (codes != 0).sum(axis=0)
+        self.rows += len(step.x)
+
+    @property
+    def frequency(self):
+        return self.total / self.rows
+
+
+@pytest.fixture
+def last_epoch_activity():
+    """A :class:`LastEpochActivity` that watches every fit of the test."""
+    recorder = LastEpochActivity()
+    with added_callbacks(recorder):
+        yield recorder

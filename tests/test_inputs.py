@@ -94,6 +94,7 @@ def test_a_table_with_a_date_column_is_rejected(no_training):
 
 @pytest.mark.parametrize("scale", [1e10, 1e30, np.finfo(np.float64).max / 2])
 @pytest.mark.parametrize("method", ["fit", "partial_fit"])
+@pytest.mark.filterwarnings("error")  # the error alone, no overflow warning first
 def test_data_too_large_for_float32_training_is_rejected(
     small_X, scale, method, no_training
 ):

@@ -119,11 +119,14 @@ def test_never_firing_latents_have_nan_mean_active_activation(ksparse, X):
     assert (stats.mean_activation[silent] == 0).all()
 
 
-def test_firing_frequency_is_the_training_activation_frequency():
+def test_firing_frequency_is_the_share_of_rows_whose_code_is_not_zero():
     X = np.random.RandomState(1).standard_normal((300, 10)).astype(np.float32)
     sae = KSparseAutoencoder(24, k=4, max_iter=3, random_state=0).fit(X)
     stats = latent_statistics(sae, X)
-    np.testing.assert_allclose(stats.firing_frequency, sae.activation_frequency_)
+    expected = (sae.transform(X) != 0).mean(axis=0)
+    np.testing.assert_allclose(stats.firing_frequency, expected)
+    # The fit's figure is its last epoch's, as its weights moved: close.
+    assert np.abs(stats.firing_frequency - sae.activation_frequency_).max() < 0.05
 
 
 # ------------------------------------------------------------ top_activating

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import mmap
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 import scipy.sparse as sp
@@ -280,21 +281,39 @@ def column_sums(source: RowSource, rows=None) -> tuple[np.ndarray, float, int]:
     else:
         chunks, n = rows.ordered(step), len(rows)
     for idx in chunks:
-        chunk = source.read(idx)
-        if sp.issparse(chunk):
-            total += np.asarray(chunk.sum(axis=0, dtype=np.float64)).ravel()
-            squares += float(chunk.multiply(chunk).sum(dtype=np.float64))
-        else:
-            chunk = np.asarray(chunk, dtype=np.float64)
-            total += chunk.sum(axis=0)
-            squares += float(np.einsum("ij,ij->", chunk, chunk))
+        chunk_sum, chunk_squares = _chunk_sums(source.read(idx))
+        total += chunk_sum
+        squares += chunk_squares
     return total, squares, n
 
 
-def scan_values(source: RowSource) -> tuple[tuple[int, int, float] | None, float]:
-    """One pass over X: its first (row, column, value) that is NaN or
-    infinite, or None, and the largest magnitude of the values before it."""
+def _chunk_sums(chunk) -> tuple[np.ndarray, float]:
+    """Column sums and sum of squares of a chunk, in float64."""
+    if sp.issparse(chunk):
+        total = np.asarray(chunk.sum(axis=0, dtype=np.float64)).ravel()
+        return total, float(chunk.multiply(chunk).sum(dtype=np.float64))
+    chunk = np.asarray(chunk, dtype=np.float64)
+    return chunk.sum(axis=0), float(np.einsum("ij,ij->", chunk, chunk))
+
+
+class Scan(NamedTuple):
+    """What :func:`scan_values` found: the first (row, column, value) that is
+    NaN or infinite, or None; the largest magnitude of the values before
+    it; and, when asked for and every value is finite, the column sums, sum
+    of squares and row count of :func:`column_sums`."""
+
+    bad: tuple[int, int, float] | None
+    largest: float
+    sums: tuple[np.ndarray, float, int] | None = None
+
+
+def scan_values(source: RowSource, *, sums: bool = False) -> Scan:
+    """One pass over X: its first non-finite value, the largest magnitude,
+    and with ``sums`` its column sums, so that a fit reads X once for its
+    checks and its mean."""
     largest = 0.0
+    total = np.zeros(source.n_features) if sums else None
+    squares = 0.0
     for idx in sequential_chunks(source.n_rows, source.chunk_rows(1)):
         chunk = source.read(idx)
         values = chunk.data if sp.issparse(chunk) else chunk
@@ -303,16 +322,20 @@ def scan_values(source: RowSource) -> tuple[tuple[int, int, float] | None, float
         high, low = float(values.max()), float(values.min())
         if math.isfinite(high) and math.isfinite(low):
             largest = max(largest, high, -low)
+            if sums:
+                # Squares of values past 1e154 overflow: the checks of the
+                # magnitude that follow say so, without a warning first.
+                with np.errstate(over="ignore", invalid="ignore"):
+                    chunk_sum, chunk_squares = _chunk_sums(chunk)
+                total += chunk_sum
+                squares += chunk_squares
             continue
         if sp.issparse(chunk):
             coo = chunk.tocoo()
             bad = np.flatnonzero(~np.isfinite(coo.data))
             i = bad[np.lexsort((coo.col[bad], coo.row[bad]))[0]]
-            return (
-                idx.start + int(coo.row[i]),
-                int(coo.col[i]),
-                float(coo.data[i]),
-            ), largest
+            where = (idx.start + int(coo.row[i]), int(coo.col[i]), float(coo.data[i]))
+            return Scan(where, largest)
         row, col = np.argwhere(~np.isfinite(chunk))[0]
-        return (idx.start + int(row), int(col), float(chunk[row, col])), largest
-    return None, largest
+        return Scan((idx.start + int(row), int(col), float(chunk[row, col])), largest)
+    return Scan(None, largest, (total, squares, source.n_rows) if sums else None)

@@ -62,8 +62,20 @@ class Autoencoder(nn.Module):
         so that ``activity_sum`` sums activations, not firings."""
         return self.rule.smooth
 
+    @property
+    def trains_as_it_infers(self) -> bool:
+        """Whether a training step's codes are those :meth:`encode` gives
+        with the same weights (not so for a selection or cut that depends on
+        the batch), so that what training saw describes the model."""
+        return self.rule.lifetime_sparsity >= 1.0
+
     def encode(self, x: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def encode_into(self, x: Tensor, out: Tensor) -> None:
+        """Write :meth:`encode`'s codes of ``x`` into ``out``, a tensor of
+        zeros of their shape and dtype."""
+        out.copy_(self.encode(x))
 
     def decode(self, codes: Tensor) -> Tensor:
         raise NotImplementedError
@@ -84,6 +96,10 @@ class Autoencoder(nn.Module):
         codes = self.encode(x)
         error = (self.decode(codes) - x).square().sum(dtype=torch.float64)
         return self.activity_sum(codes), error
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """``decode(encode(x))``."""
+        return self.decode(self.encode(x))
 
     def atoms(self) -> Tensor:
         """The dictionary atoms in input space, one row per latent."""
@@ -345,6 +361,11 @@ class TopKAutoencoder(LinearAutoencoder):
 
     refresh_steps = 128
 
+    @property
+    def trains_as_it_infers(self) -> bool:
+        # BatchTopK trains on the batch's largest values, infers by threshold.
+        return self.selection.keeps_k and super().trains_as_it_infers
+
     def __init__(
         self,
         weights: Weights,
@@ -425,6 +446,32 @@ class TopKAutoencoder(LinearAutoencoder):
         codes = kept.values.new_zeros(len(x), self.n_components)
         return codes.scatter_add_(1, kept.indices, kept.values)
 
+    def _decode_kept(self, kept: SparseCodes) -> Tensor:
+        """The reconstruction from each row's kept codes, as training makes
+        it: the kept atoms summed in float32, not a (batch, width) product
+        of mostly zeros."""
+        return self.unscaled(
+            sparse_decode(kept.values, kept.indices, self.W_dec, self.b_dec)
+        )
+
+    def reconstruct(self, x: Tensor) -> Tensor:
+        kept = self.kept_codes(x)
+        return super().reconstruct(x) if kept is None else self._decode_kept(kept)
+
+    def measure(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        kept = self.kept_codes(x)
+        if kept is None:
+            return super().measure(x)
+        error = (self._decode_kept(kept) - x).square().sum(dtype=torch.float64)
+        return self.activity_sum(kept), error
+
+    def encode_into(self, x: Tensor, out: Tensor) -> None:
+        kept = self.kept_codes(x)
+        if kept is None or kept.values.device != out.device:
+            super().encode_into(x, out)
+            return
+        out.scatter_add_(1, kept.indices, kept.values.to(out.dtype))
+
     def kept_codes(self, x: Tensor) -> SparseCodes | None:
         """The codes of :meth:`encode` as each row's kept latents, ``k`` a
         row (some may be zero), or None for a selection whose rows keep
@@ -443,9 +490,14 @@ class TopKAutoencoder(LinearAutoencoder):
 
     def forward(self, x: Tensor) -> ForwardOutput:
         if not self.training:
-            codes = self.encode(x)
+            kept = self.kept_codes(x)
+            if kept is None:
+                codes = self.encode(x)
+                reconstruction = self.decode(codes)
+            else:
+                codes, reconstruction = kept, self._decode_kept(kept)
             penalty = self.weight_penalty() + self.prefix_penalty(x, codes)
-            return ForwardOutput(self.decode(codes), codes, penalty)
+            return ForwardOutput(reconstruction, codes, penalty)
         centered = self._centered(x)
         codes = self.selection.train_codes(self, centered)
         reconstruction = sparse_decode(
@@ -482,16 +534,6 @@ class TopKAutoencoder(LinearAutoencoder):
             return super().activity_sum(dense)
         counts = latent_counts(codes.values, codes.indices, self.n_components)
         return counts.to(codes.values.dtype)
-
-    def measure(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        if self.encoder != "linear" or not self.selection.keeps_k:
-            return super().measure(x)
-        # From the kept latents, without the dense codes.
-        values, indices = self.selection.kept_codes(self, self._centered(x))
-        counts = latent_counts(values, indices, self.n_components).to(values.dtype)
-        reconstruction = sparse_decode(values, indices, self.W_dec, self.b_dec)
-        error = (self.unscaled(reconstruction) - x).square().sum(dtype=torch.float64)
-        return counts, error
 
     @torch.no_grad()
     def _count_firing(self, values: Tensor, indices: Tensor, n_rows: int) -> None:
@@ -578,6 +620,10 @@ class StackedAutoencoder(Autoencoder):
     @property
     def smooth_codes(self) -> bool:
         return self.layers[-1].smooth_codes
+
+    @property
+    def trains_as_it_infers(self) -> bool:
+        return all(layer.trains_as_it_infers for layer in self.layers)
 
     def encode_layers(self, x: Tensor) -> list[Tensor]:
         codes = []

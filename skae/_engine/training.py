@@ -200,6 +200,53 @@ class LoopState:
 
 
 @dataclass
+class EpochTotals:
+    """What the steps of one epoch saw, summed on the device: every latent's
+    activity, the squared reconstruction error, and the rows' column sums
+    and sum of squares (float64), over ``rows`` rows; ``epoch`` is the
+    epoch they cover once it is complete (0 before).
+
+    Gathered as the epoch trains, they describe the weights as they moved
+    through it, at no cost of a pass of their own.
+    """
+
+    activity: Tensor
+    error: Tensor
+    col_sum: Tensor
+    squares: Tensor
+    rows: int = 0
+    epoch: int = 0
+
+    @classmethod
+    def zeros(cls, width: int, n_features: int, device) -> EpochTotals:
+        zero = torch.zeros((), dtype=torch.float64, device=device)
+        return cls(
+            torch.zeros(width, device=device),
+            zero,
+            torch.zeros(n_features, dtype=torch.float64, device=device),
+            zero.clone(),
+        )
+
+    def reset(self) -> None:
+        for tensor in (self.activity, self.error, self.col_sum, self.squares):
+            tensor.zero_()
+        self.rows, self.epoch = 0, 0
+
+    @torch.no_grad()
+    def add(
+        self, core: nn.Module, x: Tensor, out: ForwardOutput, error: Tensor
+    ) -> None:
+        """Add a step's batch ``x``, the module's output on it and its rows'
+        squared errors."""
+        self.activity += core.activity_sum(out.codes.detach())
+        self.error += error.detach().sum(dtype=torch.float64)
+        rows = x.reshape(len(x), -1)
+        self.col_sum += rows.sum(dim=0, dtype=torch.float64)
+        self.squares += rows.square().sum(dtype=torch.float64)
+        self.rows += len(x)
+
+
+@dataclass
 class Step:
     """A step just taken: the epoch's steps, summed row-weighted loss (on the
     device, this process's) and rows so far, whether it was the epoch's
@@ -332,19 +379,19 @@ def snapshot(module: nn.Module) -> dict[str, Tensor]:
     return {name: value.detach().clone() for name, value in module.state_dict().items()}
 
 
-def objective(module: nn.Module, x: Tensor) -> tuple[Tensor, ForwardOutput]:
+def objective(module: nn.Module, x: Tensor) -> tuple[Tensor, ForwardOutput, Tensor]:
     """Mean per-row squared reconstruction error plus the sparsity penalty,
-    and the forward pass it was computed from."""
+    the forward pass it was computed from, and each row's error."""
     out = module(x)
-    loss = (out.reconstruction - x).square().sum(dim=1).mean() + out.penalty
-    return loss, out
+    error = (out.reconstruction - x).square().sum(dim=1)
+    return error.mean() + out.penalty, out, error
 
 
 def train_epoch(
     module: nn.Module,
     optimizer: torch.optim.Optimizer,
     batches: Iterable[Tensor],
-    activity: Tensor | None = None,
+    totals: EpochTotals | None = None,
     *,
     resume: PartialEpoch | None = None,
     callbacks: Sequence[Callback] = (),
@@ -353,8 +400,8 @@ def train_epoch(
     """One pass of minibatch steps; returns the row-weighted mean loss on device.
 
     Nothing here waits on the device: the loss is accumulated as a tensor and
-    read once per epoch by the caller. When ``activity`` is given, each
-    latent's activity is summed into it. ``resume`` continues an epoch saved
+    read once per epoch by the caller. When ``totals`` is given, each step's
+    figures are added to it. ``resume`` continues an epoch saved
     part-way (``batches`` then holds only the batches it had left).
     ``callbacks`` are called, with ``state``, before and after every step.
     """
@@ -368,7 +415,7 @@ def train_epoch(
     while x is not None:
         for callback in callbacks:
             callback.on_step_begin(state)
-        loss, out = objective(module, x)
+        loss, out, error = objective(module, x)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         core.before_step()
@@ -380,8 +427,8 @@ def train_epoch(
         steps += 1
         if state is not None:
             state.steps += 1
-        if activity is not None:
-            activity += core.activity_sum(out.codes.detach())
+        if totals is not None:
+            totals.add(core, x, out, error)
         done, x = x, next(iterator, None)
         for callback in callbacks:
             step = Step(steps, total, n_rows, x is None, done, out)
@@ -419,13 +466,15 @@ def lbfgs_iteration(
     module: nn.Module,
     optimizer: torch.optim.LBFGS,
     batches: Iterable[Tensor],
+    totals: EpochTotals | None = None,
     *,
     callbacks: Sequence[Callback] = (),
     state: LoopState | None = None,
 ) -> Tensor:
     """One L-BFGS iteration on the whole of the training rows (``batches``
     holds them as one batch: the loss of a quasi-Newton step must be the
-    same function at every evaluation); returns the loss after it."""
+    same function at every evaluation); returns the loss after it, whose
+    figures ``totals``, when given, receives."""
     module.train()
     (x,) = batches
     for callback in callbacks:
@@ -433,7 +482,7 @@ def lbfgs_iteration(
 
     def closure() -> Tensor:
         optimizer.zero_grad(set_to_none=True)
-        loss, _ = objective(module, x)
+        loss = objective(module, x)[0]
         loss.backward()
         return loss
 
@@ -441,7 +490,9 @@ def lbfgs_iteration(
     if state is not None:
         state.steps += 1
     with torch.no_grad():
-        loss, out = objective(module, x)
+        loss, out, error = objective(module, x)
+    if totals is not None:
+        totals.add(unwrap(module), x, out, error)
     for callback in callbacks:
         step = Step(1, loss * x.shape[0], x.shape[0], True, x, out)
         callback.on_step_end(state, step)
@@ -495,7 +546,7 @@ def _diverged(what: str, optimizer: torch.optim.Optimizer) -> TrainingDivergedEr
 def probe_loss(module: nn.Module, probe: Tensor) -> float:
     """The objective on the probe batch, summed over all processes."""
     module.eval()
-    loss, _ = objective(module, probe)
+    loss = objective(module, probe)[0]
     return float(sum_across(loss.detach().double()))
 
 
@@ -574,7 +625,7 @@ def train(
     rule: StoppingRule,
     *,
     validation_batches: Batches | None = None,
-    activity: Tensor | None = None,
+    totals: EpochTotals | None = None,
     state: LoopState | None = None,
     callbacks: Sequence[Callback] = (),
     probe: Tensor | None = None,
@@ -594,8 +645,9 @@ def train(
     :class:`TrainingDivergedError`, leaving the module's weights undefined:
     the caller restores or discards them.
 
-    ``activity``, when given, accumulates every latent's activity over all
-    training steps. ``state``, updated in place, may hold a loop saved
+    ``totals``, when given, holds the figures of the last complete epoch
+    (or of the epoch in progress when training stops in it: its ``epoch``
+    then stays 0). ``state``, updated in place, may hold a loop saved
     earlier to continue it (its module and optimizer already restored). A
     state saved part-way through an epoch resumes at its next step:
     ``train_batches`` must then replay the epoch's batches from
@@ -614,7 +666,7 @@ def train(
         train_batches,
         validation_batches,
         rule,
-        activity,
+        totals,
         (*own, *callbacks, *_ADDED.get()),
         probe,
         schedule,
@@ -641,10 +693,19 @@ def train(
             callback.on_train_end(state)
     if state.best_state is not None:
         loop.core.load_state_dict(state.best_state)
-        losses = [evaluation.loss for evaluation in history.validation]
-        best = losses.index(min(losses)) + 1
-        logger.info("kept the weights of epoch %d, the best on validation", best)
+        logger.info(
+            "kept the weights of epoch %d, the best on validation", kept_epoch(state)
+        )
     return history
+
+
+def kept_epoch(state: LoopState) -> int:
+    """The epoch whose weights :func:`train` ends with: the best on
+    validation where it monitors validation, else the last."""
+    if state.best_state is None:
+        return state.history.n_epochs
+    losses = [evaluation.loss for evaluation in state.history.validation]
+    return losses.index(min(losses)) + 1
 
 
 @dataclass
@@ -657,7 +718,7 @@ class _Loop:
     train_batches: Batches
     validation_batches: Batches | None
     rule: StoppingRule
-    activity: Tensor | None
+    totals: EpochTotals | None
     callbacks: tuple[Callback, ...]
     probe: Tensor | None
     schedule: Schedule | None
@@ -667,11 +728,14 @@ class _Loop:
         for callback in self.callbacks:
             callback.on_epoch_begin(state)
         batches, resume = _epoch_batches(self.train_batches, state.partial)
+        if self.totals is not None:
+            self.totals.reset()
         if isinstance(self.optimizer, torch.optim.LBFGS):
             loss = lbfgs_iteration(
                 self.module,
                 self.optimizer,
                 batches,
+                self.totals,
                 callbacks=self.callbacks,
                 state=state,
             )
@@ -680,11 +744,13 @@ class _Loop:
                 self.module,
                 self.optimizer,
                 batches,
-                self.activity,
+                self.totals,
                 resume=resume,
                 callbacks=self.callbacks,
                 state=state,
             )
+        if self.totals is not None and resume is None:
+            self.totals.epoch = epoch
         state.partial = None
         self.end_epoch(float(loss), epoch, state)
         for callback in self.callbacks:
