@@ -1076,9 +1076,10 @@ class BaseSparseAutoencoder(
     def _initial_module(
         self, source, train_rows, rng, device, *, pretrain: bool, sums: tuple
     ) -> torch.nn.Module:
-        """The module ``fit`` starts from, and the training rows' ``sums``
-        (column sums, sum of squares, count). ``pretrain`` is False for
-        ``partial_fit``, which only ever makes one pass."""
+        """The module ``fit`` starts from, given the training rows' ``sums``
+        (column sums, sum of squares, count; over all processes' shards when
+        training distributed). ``pretrain`` is False for ``partial_fit``,
+        which only ever makes one pass."""
         col_sum, squares, n = sums
         mean = torch.from_numpy(col_sum / n)
         generator = torch.Generator().manual_seed(int(rng.randint(2**31 - 1)))
