@@ -297,3 +297,47 @@ def test_selection_matches_topk_on_drawn_rows(dtype):
         kept_set_matches_topk(torch.from_numpy(rows).to(dtype), k)
 
     check()
+
+
+def test_the_cpu_selects_in_groups_never_over_a_whole_row(monkeypatch):
+    """On the CPU, no torch.topk runs over a row as long as the width: the
+    grouped selection is the one that runs, and it is the fast one."""
+    lengths = []
+    original = torch.topk
+
+    def topk(input, *args, **kwargs):
+        lengths.append(input.shape[-1])
+        return original(input, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "topk", topk)
+    pre = torch.randn(64, 4096, generator=torch.Generator().manual_seed(0))
+    largest_k(pre, 32)
+    assert lengths and max(lengths) <= 4096 // 8  # the group maxima
+
+
+def test_the_cpu_encodes_a_chunk_of_rows_at_a_time_into_one_buffer(monkeypatch):
+    """Wide products run a chunk of rows at a time on the CPU, each written
+    into the same buffer of CHUNK_ELEMENTS pre-activations, and every row's
+    codes are those of one product over all rows."""
+    w = make_weights(n_samples=700, n_features=6, width=4096)
+    products, original = [], torch.addmm
+
+    def addmm(*args, **kwargs):
+        out = original(*args, **kwargs)
+        products.append((tuple(out.shape), out.data_ptr(), "out" in kwargs))
+        return out
+
+    monkeypatch.setattr(torch, "addmm", addmm)
+    with torch.no_grad():
+        _, indices = topk_encode(w["x"], w["W_enc"], w["b_enc"], 8)
+    rows = topk_module.CHUNK_ELEMENTS // 4096
+    assert [shape for shape, _, _ in products] == [
+        (rows, 4096),
+        (rows, 4096),
+        (188, 4096),
+    ]
+    assert len({pointer for _, pointer, _ in products}) == 1
+    assert all(into for _, _, into in products)
+    monkeypatch.setattr(torch, "addmm", original)
+    expected = torch.topk(w["x"] @ w["W_enc"].T + w["b_enc"], 8, dim=1)
+    assert torch.equal(indices.sort(dim=1).values, expected.indices.sort(dim=1).values)
