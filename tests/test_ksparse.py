@@ -151,6 +151,20 @@ def test_activation_frequency_is_what_the_last_epoch_fired(
     assert np.abs(sae.activation_frequency_ - half).max() > 1e-3
 
 
+def count_passes_after_training(sae):
+    """A list that gains an entry each time ``sae`` measures its statistics
+    in a pass after training."""
+    measured = []
+    original = KSparseAutoencoder._measure
+
+    def measure(self, *args):
+        measured.append(1)
+        return original(self, *args)
+
+    sae._measure = measure.__get__(sae)
+    return measured
+
+
 @pytest.mark.parametrize(
     "params",
     [
@@ -174,14 +188,7 @@ def test_activation_frequency_is_measured_when_training_did_not_see_the_model(
     sparse_data, params, validation_rows
 ):
     sae = fast(**{"max_iter": 5} | params)
-    measured = []
-    original = KSparseAutoencoder._measure
-
-    def measure(self, *args):
-        measured.append(1)
-        return original(self, *args)
-
-    sae._measure = measure.__get__(sae)
+    measured = count_passes_after_training(sae)
     sae.fit(sparse_data)
     assert measured == [1]
     training = sparse_data
@@ -203,14 +210,7 @@ def test_a_last_epoch_worse_than_the_mean_is_measured_before_warning(sparse_data
     sae = fast(
         n_components=256, k=16, max_iter=1, learning_rate=1e-7, early_stopping=False
     )
-    measured = []
-    original = KSparseAutoencoder._measure
-
-    def measure(self, *args):
-        measured.append(1)
-        return original(self, *args)
-
-    sae._measure = measure.__get__(sae)
+    measured = count_passes_after_training(sae)
     with pytest.warns(RuntimeWarning, match="worse than X's mean") as record:
         sae.fit(sparse_data)
     assert measured == [1]
