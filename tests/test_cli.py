@@ -717,3 +717,80 @@ def test_tensorboard_missing_is_a_one_line_error_before_loading(
     args = ["fit", str(tmp / "X.npy"), "--tensorboard", str(tmp / "runs")]
     assert main([*args, "-o", str(tmp / "m.skae")]) == 1
     assert "pip install tensorboard" in one_line_error(capsys)
+
+
+# ------------------------------------------------------ the files it reads
+
+
+def test_an_npz_with_several_arrays_is_a_one_line_error(data_files, capsys):
+    tmp, X = data_files
+    np.savez(tmp / "two.npz", X=X, y=X[:, 0])
+    assert main(["fit", str(tmp / "two.npz"), "-o", str(tmp / "m.skae")]) == 1
+    assert "holds 2 arrays (X, y); save exactly one" in one_line_error(capsys)
+    assert not (tmp / "m.skae").exists()
+
+
+def test_a_csv_without_a_header_is_all_numbers(data_files, capsys):
+    tmp, X = data_files
+    np.savetxt(tmp / "bare.csv", X, delimiter=",", fmt="%.17g")
+    model = tmp / "m.skae"
+    assert main(["fit", str(tmp / "bare.csv"), *FAST, "-o", str(model)]) == 0
+    assert "on 300 x 9" in capsys.readouterr().out
+    same = KSparseAutoencoder(12, k=3, max_iter=2, random_state=0).fit(X)
+    np.testing.assert_array_equal(skae.load(model).components_, same.components_)
+
+
+def test_without_pandas_a_csv_still_loads_and_parquet_says_what_to_install(
+    data_files, monkeypatch, capsys
+):
+    tmp, X = data_files
+    names = [f"pixel{i}" for i in range(9)]
+    pd.DataFrame(X, columns=names).to_csv(tmp / "frame.csv")  # with its index
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    same = KSparseAutoencoder(12, k=3, max_iter=2, random_state=0).fit(X)
+    for csv in ("X.csv", "frame.csv"):  # a header, then a header and an index
+        model = tmp / f"{csv}.skae"
+        assert main(["fit", str(tmp / csv), *FAST, "-o", str(model)]) == 0
+        assert "on 300 x 9" in capsys.readouterr().out
+        saved = skae.load(model)
+        np.testing.assert_allclose(saved.components_, same.components_, rtol=1e-6)
+    assert main(["fit", str(tmp / "X.parquet"), "-o", str(tmp / "p.skae")]) == 1
+    assert (
+        ".parquet files need pandas pyarrow: pip install pandas pyarrow"
+        in one_line_error(capsys)
+    )
+
+
+def test_parquet_output_without_an_engine_says_what_to_install(
+    model_file, monkeypatch, capsys
+):
+    tmp = model_file.parent
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "fastparquet", None)
+    codes = tmp / "codes.parquet"
+    args = ["transform", str(model_file), str(tmp / "X.npy"), "-o", str(codes)]
+    assert main(args) == 1
+    assert "need pyarrow: pip install pyarrow" in one_line_error(capsys)
+    assert not codes.exists()
+
+
+def test_transform_of_no_rows_is_a_one_line_error_and_writes_nothing(
+    model_file, capsys
+):
+    tmp = model_file.parent
+    np.save(tmp / "none.npy", np.zeros((0, 9)))
+    codes = tmp / "codes.npy"
+    assert main(["transform", str(model_file), str(tmp / "none.npy"), "-o", str(codes)])
+    assert "Found array with 0 sample(s)" in one_line_error(capsys)
+    assert not codes.exists()
+
+
+def test_info_of_a_model_without_a_loss_curve_says_the_rest(model_file, capsys):
+    model = skae.load(model_file)
+    model.loss_curve_ = []  # a fit stopped before its first epoch ended
+    skae.save(model, model_file)
+    capsys.readouterr()
+    assert main(["info", str(model_file)]) == 0
+    out = capsys.readouterr().out
+    assert "training loss" not in out
+    assert "epochs: 2\n" in out and "dead latents:" in out

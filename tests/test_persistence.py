@@ -489,3 +489,128 @@ def test_what_is_not_a_safetensors_file_is_named(tmp_path, content, reason):
 def test_a_folder_is_not_a_model_file(tmp_path):
     with pytest.raises(ValueError, match=r"not a regular file$"):
         skae.load(tmp_path)
+
+
+# ------------------------------------------- the tree format's refusals and edges
+
+
+@pytest.mark.parametrize(
+    ("tree", "error", "message"),
+    [
+        (object(), TypeError, r"^cannot store a object \(at top\)$"),
+        ({"a": [1, {1j}]}, TypeError, r"^cannot store a set \(at a\.1\)$"),
+        (
+            {"a": np.array([None, 1])},
+            TypeError,
+            r"^cannot store an array of dtype object \(at a\)$",
+        ),
+        ({"a": np.ones(2, complex)}, TypeError, "array of dtype complex128"),
+    ],
+)
+def test_what_the_format_cannot_store_is_refused_by_where_it_is(tree, error, message):
+    from skae._engine.serialize import encode
+
+    with pytest.raises(error, match=message):
+        encode(tree)
+
+
+def test_a_tensor_of_a_dtype_safetensors_lacks_is_refused_and_nothing_written(
+    tmp_path,
+):
+    from skae._engine.serialize import write_file
+
+    path = tmp_path / "t.safetensors"
+    with pytest.raises(TypeError, match=r"tensor of dtype torch\.complex64$"):
+        write_file(path, {"z": torch.ones(2, dtype=torch.complex64)}, {})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_values_of_every_stored_kind_come_back_as_they_were(tmp_path):
+    from skae._engine.serialize import load_tree, save_tree
+
+    first, second = torch.arange(3.0), torch.full((2,), 7.0)
+    tree = {
+        # Two tensors whose paths spell alike ("a" then "0", and "a.0"):
+        # each keeps its own name in the file.
+        "a": [first],
+        "a.0": second,
+        "empty": torch.zeros(0, 3),
+        "device": torch.device("cpu"),
+        "folder": Path("runs") / "one",
+        "numbers": (1, 2.5, float("inf")),
+        "names": np.array([["x", "y"]]),
+    }
+    path = tmp_path / "tree.safetensors"
+    save_tree(path, tree, ("test.tree", "tree"), 1)
+    back = load_tree(path, ("test.tree", "tree"), 1)
+    assert torch.equal(back["a"][0], first) and torch.equal(back["a.0"], second)
+    assert back["empty"].shape == (0, 3)
+    assert back["device"] == torch.device("cpu")
+    assert back["folder"] == Path("runs") / "one"
+    assert back["numbers"] == (1, 2.5, float("inf"))
+    np.testing.assert_array_equal(back["names"], tree["names"])
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"__tensor__": "weights"}, r"^the tensor 'weights' is missing$"),
+        ({"__ndarray__": "weights"}, r"^the tensor 'weights' is missing$"),
+        ({"__code__": "print(1)"}, r"^unknown stored value \['__code__'\]$"),
+        ({"a": 1, "__reduce__": []}, r"unknown stored value \['__reduce__', 'a'\]"),
+    ],
+)
+def test_a_tree_naming_what_the_file_lacks_or_an_unknown_tag_is_refused(data, message):
+    from skae._engine.serialize import FileFormatError, decode
+
+    with pytest.raises(FileFormatError, match=message):
+        decode(data, {})
+
+
+def test_saving_on_a_big_endian_machine_is_refused_before_writing(
+    tmp_path, monkeypatch
+):
+    from skae._engine.serialize import write_file
+
+    monkeypatch.setattr(skae._engine.serialize.sys, "byteorder", "big")
+    with pytest.raises(OSError, match="needs a little-endian machine"):
+        write_file(tmp_path / "t.safetensors", {"w": torch.ones(2)}, {})
+    assert list(tmp_path.iterdir()) == []
+
+
+def _without_state(tree):
+    tree["fields"]["state"] = {}
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        # Attributes for a part of the module that the model does not have.
+        (
+            lambda tree: tree["fields"]["module"]["attributes"].update(decoder={}),
+            r"the model has no part 'decoder'$",
+        ),
+        # A torch module under an estimator that has none.
+        (
+            lambda tree: (
+                _without_state(tree),
+                tree["fields"].update(name="SparseAutoencoderOutlierDetector"),
+            ),
+            r"a SparseAutoencoderOutlierDetector has no torch module$",
+        ),
+        # An architecture that names no parameter of the estimator.
+        (
+            lambda tree: tree["fields"]["state"].update(
+                _fitted_architecture={"n_wheels": 3}
+            ),
+            r"its model cannot be rebuilt \(.*n_wheels.*\)$",
+        ),
+    ],
+)
+def test_a_module_that_does_not_fit_its_estimator_is_refused(
+    fitted, tmp_path, edit, message
+):
+    path = tmp_path / "model.skae"
+    _forge_state(path, fitted, edit)
+    with pytest.raises(ValueError, match=message):
+        skae.load(path)
