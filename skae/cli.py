@@ -268,7 +268,7 @@ def load_data(path: str):
     )
 
 
-def _pandas(what: str, packages: str = "pandas"):
+def _pandas(what: str, packages: str):
     try:
         import pandas as pd
     except ImportError:
@@ -293,8 +293,9 @@ def _load_csv(file: Path):
     try:
         import pandas as pd
     except ImportError:
-        X = np.loadtxt(file, delimiter=",", skiprows=1, ndmin=2)
-        return X[:, 1:] if index else X
+        # Row names, quoted as R writes them, are never parsed as numbers.
+        columns = range(1 if index else 0, len(first))
+        return np.loadtxt(file, delimiter=",", skiprows=1, ndmin=2, usecols=columns)
     return _numeric(pd.read_csv(file, index_col=0 if index else None))
 
 
@@ -461,8 +462,7 @@ def _print_metrics(metrics) -> None:
         f"step {metrics.step} (epoch {metrics.epoch}): loss {metrics.loss:.4g}, "
         f"L0 {metrics.l0:.3g}, FVU {metrics.fvu:.4f}, "
         f"dead {100 * metrics.dead_fraction:.2f}%",
-        file=sys.stderr,
-        flush=True,
+        file=sys.stderr,  # line-buffered: each report shows as it is made
     )
 
 
@@ -611,8 +611,7 @@ def _write_npy(model, chunks, file: BinaryIO) -> tuple[int, int]:
                 array = _npy_memmap(file, codes.dtype, shape)
             array[start : start + codes.shape[0]] = _dense(codes)
             start += codes.shape[0]
-        if array is not None:
-            array.flush()
+        array.flush()  # _code_chunks gives one chunk at least
     finally:
         del array  # unmapped before the file is renamed or removed
     return shape
@@ -664,12 +663,8 @@ def _npy_memmap(file: BinaryIO, dtype: np.dtype, shape: tuple[int, int]):
     }
     npy.write_array_header_1_0(file, header)
     file.flush()
-    offset = file.tell()
-    size = int(np.prod(shape)) * np.dtype(dtype).itemsize
-    file.truncate(offset + size)
-    if size == 0:
-        return np.empty(shape, dtype)  # nothing to write; mmap needs bytes
-    return np.memmap(file, dtype=dtype, mode="r+", offset=offset, shape=shape)
+    # r+ grows the file to hold the data (numpy writes its last byte).
+    return np.memmap(file, dtype=dtype, mode="r+", offset=file.tell(), shape=shape)
 
 
 def _info(args) -> None:

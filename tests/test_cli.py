@@ -770,7 +770,15 @@ def test_parquet_output_without_an_engine_says_what_to_install(
     codes = tmp / "codes.parquet"
     args = ["transform", str(model_file), str(tmp / "X.npy"), "-o", str(codes)]
     assert main(args) == 1
-    assert "need pyarrow: pip install pyarrow" in one_line_error(capsys)
+    assert one_line_error(capsys).endswith(
+        "error: .parquet files need pyarrow: pip install pyarrow"
+    )
+    assert not codes.exists()
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    assert main(args) == 1
+    assert one_line_error(capsys).endswith(
+        "error: .parquet files need pandas pyarrow: pip install pandas pyarrow"
+    )
     assert not codes.exists()
 
 
@@ -794,3 +802,110 @@ def test_info_of_a_model_without_a_loss_curve_says_the_rest(model_file, capsys):
     out = capsys.readouterr().out
     assert "training loss" not in out
     assert "epochs: 2\n" in out and "dead latents:" in out
+
+
+@pytest.mark.parametrize("pandas", [True, False])
+def test_one_row_of_csv_is_one_sample_with_or_without_a_header(
+    model_file, monkeypatch, pandas, capsys
+):
+    tmp = model_file.parent
+    X = np.load(tmp / "X.npy")[:1]
+    np.savetxt(tmp / "bare.csv", X, delimiter=",", fmt="%.17g")
+    header = ",".join(f"f{i}" for i in range(9))
+    np.savetxt(tmp / "named.csv", X, delimiter=",", fmt="%.17g", header=header)
+    if not pandas:
+        monkeypatch.setitem(sys.modules, "pandas", None)
+    expected = skae.load(model_file).transform(X)
+    for csv in ("bare.csv", "named.csv"):
+        codes = tmp / f"{csv}.npy"
+        args = ["transform", str(model_file), str(tmp / csv), "-o", str(codes)]
+        assert main(args) == 0, capsys.readouterr().err
+        np.testing.assert_array_equal(np.load(codes), expected)
+
+
+@pytest.mark.parametrize("pandas", [True, False])
+def test_an_r_style_csv_drops_its_quoted_row_names(data_files, monkeypatch, pandas):
+    tmp, X = data_files
+    # R's write.csv: a quoted empty name over the quoted row names.
+    lines = ['"",' + ",".join(f'"f{i}"' for i in range(9))]
+    lines += [
+        f'"{i + 1}",' + ",".join(map(repr, row)) for i, row in enumerate(X.tolist())
+    ]
+    (tmp / "r.csv").write_text("\n".join(lines) + "\n")
+    if not pandas:
+        monkeypatch.setitem(sys.modules, "pandas", None)
+    model = tmp / "m.skae"
+    assert main(["fit", str(tmp / "r.csv"), *FAST, "-o", str(model)]) == 0
+    same = KSparseAutoencoder(12, k=3, max_iter=2, random_state=0).fit(X)
+    np.testing.assert_array_equal(skae.load(model).components_, same.components_)
+
+
+def test_text_columns_are_named_five_at_most(data_files, capsys):
+    tmp, X = data_files
+    frame = pd.DataFrame(X[:, :2], columns=["a", "b"])
+    for name in "tuvwxyz":
+        frame[name] = "text"
+    frame.to_csv(tmp / "text.csv", index=False)
+    assert main(["fit", str(tmp / "text.csv"), "-o", str(tmp / "m.skae")]) == 1
+    assert one_line_error(capsys).endswith(
+        "columns that are not numbers: t, u, v, w, x"
+    )
+
+
+def test_codes_of_float32_data_are_float32_and_written_compactly(model_file, capsys):
+    tmp = model_file.parent
+    X = np.load(tmp / "X.npy").astype(np.float32)
+    np.save(tmp / "X32.npy", X)
+    expected = skae.load(model_file).transform(X)
+    assert expected.dtype == np.float32
+    for suffix in ("npy", "csv"):
+        codes = tmp / f"codes.{suffix}"
+        args = ["transform", str(model_file), str(tmp / "X32.npy"), "-o", str(codes)]
+        assert main(args) == 0
+    written = np.load(tmp / "codes.npy")
+    assert written.dtype == np.float32
+    np.testing.assert_array_equal(written, expected)
+    # Nine significant digits read a float32 back exactly; no more are written.
+    text = (tmp / "codes.csv").read_text().splitlines()[1:]
+    numbers = [cell for line in text for cell in line.split(",")]
+    mantissas = [
+        n.split("e")[0].lstrip("-").replace(".", "").lstrip("0") for n in numbers
+    ]
+    assert max(map(len, mantissas)) <= 9
+    back = np.loadtxt(tmp / "codes.csv", delimiter=",", skiprows=1, dtype=np.float32)
+    np.testing.assert_array_equal(back, expected)
+
+
+@pytest.mark.parametrize("suffix", ["npy", "csv"])
+def test_codes_of_three_chunks_land_in_their_rows(
+    model_file, monkeypatch, suffix, capsys
+):
+    tmp = model_file.parent
+    X = np.random.RandomState(1).randn(700, 9)  # 256 + 256 + 188 rows
+    np.save(tmp / "X700.npy", X)
+    monkeypatch.setattr(skae.cli, "TRANSFORM_CHUNK_BYTES", 1)  # 256-row chunks
+    codes = tmp / f"codes.{suffix}"
+    args = ["transform", str(model_file), str(tmp / "X700.npy"), "-o", str(codes)]
+    assert main(args) == 0
+    assert f"codes 700 x 12 saved to {codes}" in capsys.readouterr().out
+    if suffix == "npy":
+        written = np.load(codes)
+    else:
+        written = np.loadtxt(codes, delimiter=",", skiprows=1)
+    np.testing.assert_array_equal(written, skae.load(model_file).transform(X))
+
+
+def test_watch_lines_give_the_dead_share_in_percent(capsys):
+    from skae.monitor import StepMetrics
+
+    skae.cli._print_metrics(StepMetrics(12, 2, 768, 0.5, 3.0, 0.25, 0.125))
+    assert capsys.readouterr().err == (
+        "step 12 (epoch 2): loss 0.5, L0 3, FVU 0.2500, dead 12.50%\n"
+    )
+
+
+def test_watch_every_step_is_allowed(data_files, capsys):
+    tmp, _ = data_files
+    args = ["fit", str(tmp / "X.npy"), *FAST, "-p", "batch_size=150"]
+    assert main([*args, "--watch", "1", "-o", str(tmp / "m.skae")]) == 0
+    assert len(capsys.readouterr().err.splitlines()) == 4  # 2 epochs of 2 steps
