@@ -7,17 +7,34 @@ import pytest
 import torch
 
 from skae import KSparseAutoencoder
-from skae._engine.training import LoopState, Progress, Step
+from skae._engine.training import History, LoopState, PartialEpoch, Progress, Step
 
 
 def test_the_bar_counts_rows_within_an_epoch():
     progress = Progress(epochs=2, epoch_rows=1000, description="model")
     progress.on_train_begin(LoopState(), torch.nn.Linear(1, 1))
+    assert progress.bar.n == 0
     for rows in (250, 500):
         progress.on_step_end(LoopState(), Step(1, torch.zeros(()), rows, False))
     assert progress.bar.n == 500 and progress.bar.total == 2000
     assert progress.bar.unit == "row"
     progress.on_train_end(LoopState())
+
+
+def test_a_resumed_bar_starts_where_the_run_stopped():
+    # One epoch of 1000 rows done, and 300 rows of the second, then resumed.
+    state = LoopState(
+        history=History(loss=[1.0]),
+        partial=PartialEpoch(
+            steps=3, loss_sum=torch.zeros(()), rows=300, rng_state=None
+        ),
+    )
+    progress = Progress(epochs=2, epoch_rows=1000, description="model")
+    progress.on_train_begin(state, torch.nn.Linear(1, 1))
+    assert progress.bar.n == 1300
+    progress.on_step_end(state, Step(4, torch.zeros(()), 500, False))
+    assert progress.bar.n == 1500  # the 200 rows of this step, not 500
+    progress.on_train_end(state)
 
 
 @pytest.mark.parametrize("method", ["fit", "partial_fit"])
