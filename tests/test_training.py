@@ -1,6 +1,7 @@
 """Long-run safety: divergence, interruption."""
 
 import itertools
+import math
 import re
 import warnings
 
@@ -293,6 +294,10 @@ def test_the_growth_rule_is_relative_to_the_lowest_loss_and_the_start():
     check_divergence(1999.0, LoopState(start_loss=20.0), optimizer, epoch=1)
     with pytest.raises(TrainingDivergedError, match="100 times its lowest, 20"):
         check_divergence(2000.1, first, optimizer, epoch=1)
+    # A start below 1 (data of small scale) is judged the same way.
+    check_divergence(0.01 * 99.9, LoopState(start_loss=0.01), optimizer, epoch=1)
+    with pytest.raises(TrainingDivergedError, match=r"grew to 1\.01 in epoch 1"):
+        check_divergence(1.01, LoopState(start_loss=0.01), optimizer, epoch=1)
     # A perfect start cannot judge growth; a NaN is divergence all the same.
     check_divergence(5.0, LoopState(start_loss=0.0), optimizer, epoch=1)
     with pytest.raises(TrainingDivergedError, match="loss became nan"):
@@ -459,3 +464,13 @@ def test_normalize_input_trains_on_data_beyond_the_float32_limit():
     assert sae.fit(X).score(X) > 0
     with pytest.raises(ValueError, match="beyond the 1e\\+09"):
         sae.set_params(normalize_input=False).fit(X)
+
+
+def test_a_loss_equal_to_the_best_is_no_improvement_even_with_tol_0():
+    from skae._engine.training import _improved
+
+    assert _improved(5.0, math.inf, 0.1)
+    assert _improved(0.99, 1.0, 0.0) and not _improved(1.0, 1.0, 0.0)
+    # Relative to the best's size, whatever its sign.
+    assert not _improved(0.95, 1.0, 0.1) and _improved(0.89, 1.0, 0.1)
+    assert not _improved(-1.05, -1.0, 0.1) and _improved(-1.11, -1.0, 0.1)
