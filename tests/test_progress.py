@@ -80,3 +80,15 @@ def test_the_logger_says_how_a_run_starts_and_stops(caplog):
     assert any(m.startswith(stopped) for m in messages)
     best = int(np.argmax(sae.validation_scores_)) + 1
     assert f"kept the weights of epoch {best}, the best on validation" in messages
+
+
+def test_each_epoch_is_logged_at_debug_level(caplog):
+    X = np.random.RandomState(0).randn(300, 8).astype(np.float32)
+    sae = KSparseAutoencoder(16, k=2, max_iter=2, random_state=0)
+    with caplog.at_level(logging.DEBUG, logger="skae"):
+        sae.fit(X)
+    messages = [r.getMessage() for r in caplog.records if r.name == "skae"]
+    first, second = sae.loss_curve_
+    for epoch, loss, best in ((1, first, first), (2, second, min(first, second))):
+        figures = f"loss {loss:.6g}, monitored {loss:.6g}, best {best:.6g}"
+        assert f"epoch {epoch}: {figures}" in messages

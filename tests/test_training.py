@@ -140,10 +140,28 @@ def test_failure_after_some_epochs_of_a_warm_fit_leaves_the_model_as_it_was(
 
     hook(train_begin=lambda state, module: modules.append(module))
     hook(step_end=poisoned_after_epoch_3)
-    with pytest.raises(ValueError, match="Training diverged"):
+    with pytest.raises(
+        ValueError, match=r"Training diverged.*NaN or infinite in epoch 3 \(its loss"
+    ):
         sae.fit(sparse_data)
     assert len(epochs) == 3
     np.testing.assert_array_equal(sae.transform(sparse_data), codes)
+
+
+def test_a_blow_up_is_named_with_the_epoch_it_happened_in(hook, sparse_data):
+    epochs, modules = [], []
+
+    def blown_up_after_epoch_2(state, step):
+        if step.last:
+            epochs.append(1)
+            if len(epochs) == 2:
+                with torch.no_grad():
+                    modules[0].W_dec.mul_(1e4)  # finite, a hundredfold loss and more
+
+    hook(train_begin=lambda state, module: modules.append(module))
+    hook(step_end=blown_up_after_epoch_2)
+    with pytest.raises(TrainingDivergedError, match=r"grew to \S+ in epoch 2, "):
+        model(max_iter=5).fit(sparse_data)
 
 
 def test_ctrl_c_after_the_weights_became_nan_is_a_divergence_not_a_model(
