@@ -3,6 +3,7 @@ the decisions on crafted loss curves, and how fits, resumes and warm starts
 follow them."""
 
 import itertools
+import logging
 import math
 import warnings
 
@@ -156,6 +157,22 @@ def test_adaptive_lowers_the_rate_where_the_rule_would_stop_and_stops_when_spent
     assert scales[:4] == pytest.approx([1.0, 1.0, 1 / ADAPTIVE_FACTOR, 0.2])
     assert epoch == 11
     assert scales[-1] == pytest.approx(ADAPTIVE_FACTOR**-4)
+
+
+def test_each_reduction_and_the_stop_are_logged(caplog):
+    with caplog.at_level(logging.INFO, logger="skae"):
+        decisions([1.0] * 40, kind="adaptive")
+    messages = [r.getMessage() for r in caplog.records if r.name == "skae"]
+    reductions = [
+        f"epoch {epoch}: no improvement by tol in 2 epochs; learning rate "
+        f"scaled by {ADAPTIVE_FACTOR**-n:g}"
+        for n, epoch in enumerate((3, 5, 7, 9), start=1)
+    ]
+    stop = (
+        "stopped after epoch 11: the training loss did not improve by tol=0.01 "
+        "of the best in the last 2 epochs"
+    )
+    assert messages == [*reductions, stop]
 
 
 # --------------------------------------------------------------- in a fit
