@@ -1,10 +1,12 @@
 import contextlib
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
+from tqdm.std import tqdm
 
 from skae._engine.topk import SparseCodes
 from skae._engine.training import Callback, added_callbacks
@@ -29,6 +31,12 @@ settings.register_profile(
     "thorough", parent=settings.get_profile("ci"), max_examples=400
 )
 settings.load_profile("ci")
+
+# tqdm's default write lock holds a multiprocessing semaphore, shared by every
+# process forked after it exists. A forked test process killed inside a bar's
+# write (mutmut's timeouts) leaves it held, and every later one then blocks on
+# its first bar. The tests draw bars from one process: a thread lock will do.
+tqdm.set_lock(threading.RLock())
 
 
 def make_sparse_data(
