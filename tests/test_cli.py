@@ -333,7 +333,8 @@ def test_transform_streams_chunks_with_progress(model_file, monkeypatch, capsys)
     args = ["transform", str(model_file), str(tmp / "X.npy"), "-o", str(codes), "-v"]
     assert main(args) == 0
     np.testing.assert_array_equal(np.load(codes), skae.load(model_file).transform(X))
-    assert "300/300" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "transform: 100%" in err and "300/300" in err and "row/s]" in err
 
 
 def test_transform_failing_midway_leaves_no_codes_file(model_file, monkeypatch, capsys):
@@ -541,7 +542,10 @@ def test_info_names_what_it_cannot_describe(tmp_path, capsys):
     assert main(["info", str(unfitted)]) == 1
     assert "holds an unfitted KSparseAutoencoder" in one_line_error(capsys)
     assert main(["info", str(detector)]) == 1
-    assert "not one of skae's autoencoders" in one_line_error(capsys)
+    assert one_line_error(capsys).endswith(
+        f"{detector} holds a SparseAutoencoderOutlierDetector, not one of skae's "
+        "autoencoders (KSparseAutoencoder, ...)"
+    )
 
 
 def test_the_command_offers_every_estimator():
@@ -909,3 +913,48 @@ def test_watch_every_step_is_allowed(data_files, capsys):
     args = ["fit", str(tmp / "X.npy"), *FAST, "-p", "batch_size=150"]
     assert main([*args, "--watch", "1", "-o", str(tmp / "m.skae")]) == 0
     assert len(capsys.readouterr().err.splitlines()) == 4  # 2 epochs of 2 steps
+
+
+def test_an_npy_is_read_from_disk_as_it_is_needed(data_files):
+    tmp, X = data_files
+    loaded = skae.cli.load_data(tmp / "X.npy")
+    assert isinstance(loaded, np.memmap) and loaded.mode == "r"
+    np.testing.assert_array_equal(loaded, X)
+
+
+@pytest.mark.parametrize(("name", "shown"), [("X.txt", ".txt"), ("X", "(none)")])
+def test_an_unknown_file_type_is_named_with_the_types_read(
+    data_files, name, shown, capsys
+):
+    tmp, _ = data_files
+    (tmp / name).write_text("1,2\n")
+    assert main(["fit", str(tmp / name), "-o", str(tmp / "m.skae")]) == 1
+    assert one_line_error(capsys).endswith(
+        f"{tmp / name}: unknown file type {shown}; use .npy, .npz, .csv or .parquet"
+    )
+
+
+def test_a_parameter_value_may_hold_an_equals_sign():
+    params = skae.cli._parse_params(["checkpoint_path=runs/lr=1e-3", "k=4"])
+    assert params == {"checkpoint_path": "runs/lr=1e-3", "k": 4}
+
+
+def test_tensorboard_alone_prints_no_step_lines(data_files, capsys):
+    tmp, _ = data_files
+    args = ["fit", str(tmp / "X.npy"), *FAST, "--tensorboard", str(tmp / "runs")]
+    assert main([*args, "-o", str(tmp / "m.skae")]) == 0
+    assert "step " not in capsys.readouterr().err
+    assert [p.name for p in (tmp / "runs").iterdir()] == ["fit-1"]
+
+
+def test_info_counts_the_dead_latents_and_lists_the_parameters(model_file, capsys):
+    model = skae.load(model_file)
+    frequency = np.full(12, 0.25)
+    frequency[[1, 5, 7]] = 0.0
+    frequency[2] = 1.0  # fires on every row: alive
+    model.activation_frequency_ = frequency
+    skae.save(model, model_file)
+    capsys.readouterr()
+    assert main(["info", str(model_file)]) == 0
+    out = capsys.readouterr().out
+    assert "dead latents: 3 of 12\nparameters:\n  aux_k = " in out
