@@ -459,7 +459,10 @@ def test_fit_refuses_to_replace_a_file_that_is_not_a_model(
     notes.write_text("not a model")
     monkeypatch.setattr(KSparseAutoencoder, "fit", _fails("trained"))
     assert main(["fit", str(tmp / "X.npy"), "-o", str(notes), "--overwrite"]) == 1
-    assert "is not a skae model file" in one_line_error(capsys)
+    assert one_line_error(capsys).endswith(
+        f"{notes} exists and is not a skae model file, which skae fit never "
+        "replaces; delete it or choose another name"
+    )
     assert notes.read_text() == "not a model"
 
 
@@ -958,3 +961,23 @@ def test_info_counts_the_dead_latents_and_lists_the_parameters(model_file, capsy
     assert main(["info", str(model_file)]) == 0
     out = capsys.readouterr().out
     assert "dead latents: 3 of 12\nparameters:\n  aux_k = " in out
+
+
+def test_every_unknown_parameter_is_named(data_files, capsys):
+    tmp, _ = data_files
+    args = ["fit", str(tmp / "X.npy"), "-p", "zz=1", "-p", "kk=3", "-p", "k=2"]
+    assert main([*args, "-o", str(tmp / "m.skae")]) == 1
+    assert one_line_error(capsys).endswith(
+        "KSparseAutoencoder has no parameter kk, zz; see help(skae.KSparseAutoencoder)"
+    )
+
+
+@pytest.mark.parametrize(("epochs", "said"), [(1, "1 epoch;"), (2, "2 epochs;")])
+def test_fit_says_its_epochs_and_saves_a_quiet_model(data_files, epochs, said, capsys):
+    tmp, _ = data_files
+    model = tmp / "m.skae"
+    args = ["fit", str(tmp / "X.npy"), *FAST, "-p", f"max_iter={epochs}", "-v"]
+    assert main([*args, "-o", str(model)]) == 0
+    assert f"on 300 x 9 in {said} saved to {model}" in capsys.readouterr().out
+    # -v shows this fit's progress; the saved model is as quiet as the default.
+    assert skae.load(model).verbose == 0
