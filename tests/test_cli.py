@@ -365,7 +365,10 @@ def test_transform_refuses_to_overwrite_its_input(model_file, capsys):
     data = tmp / "X.npy"
     before = data.read_bytes()
     assert main(["transform", str(model_file), str(data), "-o", str(data)]) == 1
-    assert "is the input" in one_line_error(capsys)
+    assert one_line_error(capsys).endswith(
+        f"the output {data} is the input {data}: it would be overwritten while "
+        "it is read; choose another name"
+    )
     assert data.read_bytes() == before
 
 
@@ -406,7 +409,10 @@ def test_fit_never_overwrites_its_data(data_files, monkeypatch, make_link, capsy
     monkeypatch.setattr(skae.cli, "load_data", _fails("the data was loaded"))
     args = ["fit", str(data), "-o", str(output), "--overwrite"]
     assert main(args) == 1
-    assert "is the input" in one_line_error(capsys)
+    assert one_line_error(capsys).endswith(
+        f"the output {data} is the input {data}: it would be overwritten while "
+        "it is read; choose another name"
+    )
     assert data.read_bytes() == before
 
 
@@ -490,7 +496,8 @@ def test_fit_checks_its_output_folder_before_any_work(
     args = ["fit", str(tmp / "X.npy"), "-o", str(parent / "m.skae")]
     assert main(args) == 1
     err = one_line_error(capsys)
-    assert "cannot be written" in err and str(parent) in err
+    assert f"error: --output='{parent / 'm.skae'}' cannot be written" in err
+    assert str(parent) in err
 
 
 def test_transform_checks_its_output_before_loading_anything(
