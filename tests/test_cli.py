@@ -988,3 +988,20 @@ def test_fit_says_its_epochs_and_saves_a_quiet_model(data_files, epochs, said, c
     assert f"on 300 x 9 in {said} saved to {model}" in capsys.readouterr().out
     # -v shows this fit's progress; the saved model is as quiet as the default.
     assert skae.load(model).verbose == 0
+
+
+@pytest.mark.parametrize("command", ["fit", "transform", "info"])
+def test_help_warns_that_a_pickle_runs_code_and_that_inputs_are_kept(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    if command != "fit":
+        assert (
+            "--allow-pickle load MODEL with joblib if it is not a skae model file; "
+            "only for files you trust: loading a pickle runs any code it holds"
+        ) in text
+    if command != "info":
+        assert (
+            "--overwrite replace the output if it exists (an input is never replaced)"
+        ) in text
