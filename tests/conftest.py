@@ -82,7 +82,8 @@ def patches():
 class Hook(Callback):
     """A training-loop callback made of functions: ``train_begin(state,
     module)``, ``epoch_begin(state)``, ``step_begin(state)`` and
-    ``step_end(state, step)``, each optional."""
+    ``step_end(state, step)``, ``epoch_end(state)`` and ``train_end(state)``,
+    each optional."""
 
     def __init__(self, **calls) -> None:
         self.calls = calls
@@ -102,6 +103,12 @@ class Hook(Callback):
 
     def on_step_end(self, state, step) -> None:
         self._call("step_end", state, step)
+
+    def on_epoch_end(self, state) -> None:
+        self._call("epoch_end", state)
+
+    def on_train_end(self, state) -> None:
+        self._call("train_end", state)
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Checkpoints: saved every few epochs, resumed exactly, refused when foreign."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -96,6 +97,37 @@ def test_a_finished_checkpoint_trains_no_more(count_epochs, sparse_data, tmp_pat
     epochs = count_epochs()
     assert_same_model(model(path).fit(sparse_data), first)
     assert epochs == []
+
+
+def test_a_run_that_stopped_early_trains_no_more_when_resumed(
+    count_epochs, hook, sparse_data, tmp_path
+):
+    path = tmp_path / "run.ckpt"
+    # A tol no epoch can meet: the rule stops after epoch 1 + 1.
+    stopping = {"tol": 0.9, "n_iter_no_change": 1}
+    starts = []
+    hook(train_begin=lambda state, module: starts.append(state.start_loss))
+    first = model(path, **stopping).fit(sparse_data)
+    assert first.n_iter_ == 2 < first.max_iter
+    epochs = count_epochs()
+    assert_same_model(model(path, **stopping).fit(sparse_data), first)
+    assert epochs == []
+    # The resumed loop judges divergence against the first run's start.
+    assert len(starts) == 2 and starts[1] == starts[0]
+
+
+def test_a_resumed_run_keeps_the_loss_its_divergence_is_judged_by(
+    hook, interrupt, sparse_data, tmp_path
+):
+    path = tmp_path / "run.ckpt"
+    starts = []
+    hook(train_begin=lambda state, module: starts.append(state.start_loss))
+    with interrupt(epoch=4):
+        with pytest.warns(RuntimeWarning, match="interrupted after 3 epoch"):
+            model(path).fit(sparse_data)
+    model(path).fit(sparse_data)
+    assert len(starts) == 2 and math.isfinite(starts[0])
+    assert starts[1] == starts[0]  # not the loss of the model after 3 epochs
 
 
 @pytest.mark.parametrize(

@@ -492,3 +492,35 @@ def test_a_loss_equal_to_the_best_is_no_improvement_even_with_tol_0():
     # Relative to the best's size, whatever its sign.
     assert not _improved(0.95, 1.0, 0.1) and _improved(0.89, 1.0, 0.1)
     assert not _improved(-1.05, -1.0, 0.1) and _improved(-1.11, -1.0, 0.1)
+
+
+def test_callbacks_see_the_loop_state_at_every_event(hook, sparse_data):
+    seen = []
+
+    def saw(event):
+        return lambda state, *rest: seen.append((event, state.history.n_epochs))
+
+    names = ("train_begin", "epoch_begin", "epoch_end", "train_end")
+    hook(**{name: saw(name) for name in names})
+    model(max_iter=2).fit(sparse_data)
+    assert seen == [
+        ("train_begin", 0),
+        ("epoch_begin", 0),
+        ("epoch_end", 1),
+        ("epoch_begin", 1),
+        ("epoch_end", 2),
+        ("train_end", 2),
+    ]
+
+
+def test_an_adaptive_fit_lowers_its_rate_before_it_stops(sparse_data):
+    # A tol no epoch meets, patience 1: each stalled epoch lowers the rate,
+    # until a fifth reduction would take it below a thousandth; then it stops.
+    sae = model(
+        learning_rate_schedule="adaptive",
+        tol=0.9,
+        n_iter_no_change=1,
+        max_iter=50,
+        warmup=0.0,
+    ).fit(sparse_data)
+    assert sae.n_iter_ == 6
