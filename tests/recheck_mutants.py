@@ -10,7 +10,9 @@ Run it from the repository root after ``mutmut run``::
     python tests/recheck_mutants.py --status survived --also tests/test_cli.py
 
 ``--also`` runs more tests first: tests written since mutmut mapped which
-tests reach which function (copy the new tests into ``mutants/tests``).
+tests reach which function (copy the new tests into ``mutants/tests``);
+with ``--only-also``, only those: a survivor of mutmut's run that passes
+them too still survives.
 
 For each mutant it runs the tests that mutmut found reaching its function,
 fastest first, stopping at the first failure, with the mutant switched on
@@ -79,10 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=600.0)
     parser.add_argument("--mutants", type=Path, default=Path("mutants"))
     parser.add_argument("--also", nargs="*", default=[], metavar="TEST")
+    parser.add_argument("--only-also", action="store_true")
     args = parser.parse_args(argv)
     stats = json.loads((args.mutants / "mutmut-stats.json").read_text())
     for name in mutants(args.mutants, args.status, args.patterns):
-        tests = [*args.also, *tests_of(name, stats)]
+        mapped = [] if args.only_also else tests_of(name, stats)
+        tests = [*args.also, *mapped]
         print(recheck(name, tests, args.mutants, args.timeout), name, flush=True)
     return 0
 
