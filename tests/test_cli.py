@@ -1005,3 +1005,15 @@ def test_help_warns_that_a_pickle_runs_code_and_that_inputs_are_kept(command, ca
         assert (
             "--overwrite replace the output if it exists (an input is never replaced)"
         ) in text
+
+
+@pytest.mark.parametrize("pandas", [True, False])
+def test_only_an_empty_first_name_marks_an_index_column(
+    data_files, monkeypatch, pandas
+):
+    tmp, X = data_files
+    names = ["X", *(f"f{i}" for i in range(1, 9))]  # a first column named X
+    pd.DataFrame(X, columns=names).to_csv(tmp / "named.csv", index=False)
+    if not pandas:
+        monkeypatch.setitem(sys.modules, "pandas", None)
+    assert skae.cli.load_data(tmp / "named.csv").shape == (300, 9)
