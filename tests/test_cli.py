@@ -410,7 +410,7 @@ def test_fit_never_overwrites_its_data(data_files, monkeypatch, make_link, capsy
     args = ["fit", str(data), "-o", str(output), "--overwrite"]
     assert main(args) == 1
     assert one_line_error(capsys).endswith(
-        f"the output {data} is the input {data}: it would be overwritten while "
+        f"the output {output} is the input {data}: it would be overwritten while "
         "it is read; choose another name"
     )
     assert data.read_bytes() == before
