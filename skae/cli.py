@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import os
 import sys
 import time
@@ -261,7 +262,7 @@ def load_data(path: str):
         if suffix == ".parquet":
             return _numeric(_pandas(".parquet", "pandas pyarrow").read_parquet(file))
     except (OSError, ValueError, MemoryError) as exc:
-        raise CommandError(f"cannot read {path}: {exc}") from exc
+        raise CommandError(f"cannot read {path}: {str(exc).strip()}") from exc
     raise CommandError(
         f"{path}: unknown file type {suffix or '(none)'}; "
         "use .npy, .npz, .csv or .parquet"
@@ -280,23 +281,50 @@ def _pandas(what: str, packages: str):
 
 def _load_csv(file: Path):
     """A headerless CSV as an array; one with a header as a DataFrame (an
-    array without pandas), its index column dropped."""
-    with open(file) as handle:
-        first = handle.readline().strip().split(",")
+    array without pandas), its index column dropped. Every row must have as
+    many cells as the header names: a wider row is refused, never cut."""
+    with open(file, newline="") as handle:
+        lines = csv.reader(line for line in handle if line.strip())
+        header = next(lines, None)
+        rows = next(lines, None) is not None
+    if header is None:
+        raise ValueError("it is empty")
     try:
-        [float(cell) for cell in first]
+        [float(cell) for cell in header]
     except ValueError:
         pass
     else:
         return np.loadtxt(file, delimiter=",", ndmin=2)
-    index = first[0].strip().strip('"') == ""  # pandas' to_csv and R's row names
+    if not rows:
+        raise ValueError("it has a header and no rows")
+    index = header[0].strip() == ""  # pandas' to_csv and R's row names
     try:
         import pandas as pd
     except ImportError:
         # Row names, quoted as R writes them, are never parsed as numbers.
-        columns = range(1 if index else 0, len(first))
-        return np.loadtxt(file, delimiter=",", skiprows=1, ndmin=2, usecols=columns)
-    return _numeric(pd.read_csv(file, index_col=0 if index else None))
+        names = {0: lambda cell: 0.0} if index else None
+        try:
+            data = np.loadtxt(
+                file, delimiter=",", skiprows=1, ndmin=2, converters=names
+            )
+        except ValueError as exc:  # numpy's advice (usecols) is not the user's
+            raise ValueError(str(exc).partition("; use `usecols`")[0]) from None
+        return _as_wide_as(header, data)[:, 1 if index else 0 :]
+    # Read without the header, so that pandas never takes the extra cells of
+    # rows wider than it for row names.
+    data = _as_wide_as(header, pd.read_csv(file, header=None, skiprows=1))
+    data.columns = pd.read_csv(file, nrows=0, index_col=False).columns
+    return _numeric(data.iloc[:, 1 if index else 0 :])
+
+
+def _as_wide_as(header: list, data):
+    """The data, after a check that its rows have a cell under each name."""
+    if data.shape[1] != len(header):
+        raise ValueError(
+            f"the header names {len(header)} columns but the rows hold "
+            f"{data.shape[1]} cells"
+        )
+    return data
 
 
 def _numeric(frame):

@@ -1017,3 +1017,34 @@ def test_only_an_empty_first_name_marks_an_index_column(
     if not pandas:
         monkeypatch.setitem(sys.modules, "pandas", None)
     assert skae.cli.load_data(tmp / "named.csv").shape == (300, 9)
+
+
+@pytest.mark.parametrize("pandas", [True, False])
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        # Rows wider than their header: never cut, nor read as row names.
+        ("a,b\n1,2,3\n4,5,6\n", "the header names 2 columns but the rows hold 3 cells"),
+        (",a,b\n0,1,2,3\n1,4,5,6\n", "the header names 3 columns but the rows hold 4"),
+        ("a,b\n1,2,3\n", "the header names 2 columns but the rows hold 3 cells"),
+        # Rows narrower than their header.
+        ("a,b,c\n1,2\n4,5\n", "the header names 3 columns but the rows hold 2 cells"),
+        # Ragged rows.
+        ("a,b\n1,2\n4,5,6\n", "3"),
+        ("a,b\n", "it has a header and no rows"),
+        ("\n\n", "it is empty"),
+        ("", "it is empty"),
+    ],
+)
+def test_a_csv_whose_rows_do_not_fit_its_header_is_refused(
+    tmp_path, monkeypatch, pandas, text, error
+):
+    (tmp_path / "bad.csv").write_text(text)
+    if not pandas:
+        monkeypatch.setitem(sys.modules, "pandas", None)
+    with pytest.raises(skae.cli.CommandError) as caught:
+        skae.cli.load_data(tmp_path / "bad.csv")
+    message = str(caught.value)
+    assert message.startswith(f"cannot read {tmp_path / 'bad.csv'}: ")
+    assert error in message
+    assert "usecols" not in message and "\n" not in message
