@@ -224,7 +224,9 @@ def load_data(path: str):
     path : str
         The file. A CSV may have one header line of column names; if its
         first name is empty, as in what ``pandas.DataFrame.to_csv`` writes by
-        default, that first column is the row index and is dropped.
+        default, that first column is the row index and is dropped. Every
+        row must have one cell under each name of the header: a CSV whose
+        rows are wider or narrower than it raises an error.
 
     Returns
     -------
