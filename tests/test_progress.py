@@ -37,6 +37,26 @@ def test_a_resumed_bar_starts_where_the_run_stopped():
     progress.on_train_end(state)
 
 
+def test_each_epoch_counts_its_rows_from_zero_and_shows_its_figures():
+    progress = Progress(epochs=2, epoch_rows=1000, description="model")
+    state = LoopState(history=History(loss=[]), best=0.25)
+    progress.on_train_begin(state, torch.nn.Linear(1, 1))
+    for rows in (600, 1000):
+        progress.on_step_end(state, Step(1, torch.zeros(()), rows, False))
+    state.history.loss.append(0.5)
+    progress.on_epoch_end(state)
+    assert progress.bar.postfix == "epoch=1/2, loss=0.5, best=0.25"
+    progress.on_step_end(state, Step(3, torch.zeros(()), 250, False))
+    assert progress.bar.n == 1250  # the second epoch's first 250 rows
+    progress.on_train_end(state)
+    assert progress.bar.disable  # closed: tqdm disables a bar it closes
+
+
+def test_a_bar_never_opened_is_not_closed():
+    # A run that fails before its first epoch still ends its callbacks.
+    Progress(epochs=2, epoch_rows=1000, description="model").on_train_end(LoopState())
+
+
 @pytest.mark.parametrize("method", ["fit", "partial_fit"])
 def test_a_verbose_fit_or_pass_shows_a_bar_of_rows(method, capsys, tmp_path):
     X = np.random.RandomState(0).randn(2048, 8).astype(np.float32)

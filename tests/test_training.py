@@ -524,3 +524,29 @@ def test_an_adaptive_fit_lowers_its_rate_before_it_stops(sparse_data):
         warmup=0.0,
     ).fit(sparse_data)
     assert sae.n_iter_ == 6
+
+
+def test_the_collapse_and_divergence_errors_say_what_to_do():
+    from skae._engine.training import History, all_latents_dead, check_finite
+
+    advice = (
+        "lower learning_rate, weaken the sparsity, train longer, or standardize "
+        "X (for example with sklearn.preprocessing.StandardScaler)."
+    )
+    for history, last in ((History(loss=[2.0, 1.5]), "1.5"), (History(), "unknown")):
+        assert str(all_latents_dead(16, history)) == (
+            "Training collapsed: every one of the 16 latents is dead (100% never "
+            f"fire on the training rows; last loss {last}), so the model only "
+            "reconstructs the mean. The learning rate or the sparsity is probably "
+            "too strong for this data, or training too short: " + advice
+        )
+    module = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.25)
+    with pytest.raises(TrainingDivergedError) as error:
+        check_finite(float("nan"), module, optimizer, epoch=4)
+    assert str(error.value) == (
+        "Training diverged: the loss became nan in epoch 4. The learning rate is "
+        "probably too high for this data, or the input is not scaled: lower "
+        "learning_rate (now 0.25) or standardize X (for example with "
+        "sklearn.preprocessing.StandardScaler)."
+    )
