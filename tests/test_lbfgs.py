@@ -132,8 +132,14 @@ def test_estimators_without_a_gradient_offer_no_solver():
 
 
 def test_each_epoch_of_an_lbfgs_fit_is_one_iteration_of_its_solver(patches, hook):
-    steps = []
-    hook(step_end=lambda state, step: steps.append((state, step)))
+    steps, begun, counted = [], [], []
+    hook(
+        step_begin=begun.append,
+        step_end=lambda state, step: (
+            steps.append((state, step)),
+            counted.append(state.steps),
+        ),
+    )
     sae = L1SparseAutoencoder(16, solver="lbfgs", max_iter=7, tol=0, random_state=0)
     sae.fit(patches)
     # The solver's own count: one iteration (and its line search) a call.
@@ -147,6 +153,11 @@ def test_each_epoch_of_an_lbfgs_fit_is_one_iteration_of_its_solver(patches, hook
         assert step.rows == len(patches)
         loss = float(step.loss_sum) / step.rows
         assert loss == pytest.approx(sae.loss_curve_[epoch], rel=1e-6)
+        # The rows and their forward pass, for watchers that measure them.
+        assert step.x.shape == patches.shape
+        assert step.output.reconstruction.shape == patches.shape
+    assert len(begun) == 7 and all(state is steps[0][0] for state in begun)
+    assert counted == [1, 2, 3, 4, 5, 6, 7]  # the loop's count of steps
 
 
 def test_lbfgs_fits_are_pinned_to_their_solver_settings(patches):

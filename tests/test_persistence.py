@@ -181,6 +181,8 @@ def test_an_unfitted_estimator_and_feature_names_round_trip(tmp_path):
     skae.save(fitted, tmp_path / "named.skae")
     loaded = skae.load(tmp_path / "named.skae")
     assert list(loaded.feature_names_in_) == ["a", "b", "c"]
+    # An object array, as scikit-learn makes it, and not fixed-width text.
+    assert loaded.feature_names_in_.dtype == fitted.feature_names_in_.dtype == object
     assert list(loaded.get_feature_names_out()) == list(fitted.get_feature_names_out())
 
 
@@ -614,3 +616,17 @@ def test_a_module_that_does_not_fit_its_estimator_is_refused(
     _forge_state(path, fitted, edit)
     with pytest.raises(ValueError, match=message):
         skae.load(path)
+
+
+def test_weights_that_do_not_fit_are_each_named_with_their_shapes():
+    from skae._engine.serialize import FileFormatError, restore_module
+
+    with torch.device("meta"):
+        module = torch.nn.Linear(3, 2)
+    tensors = {"weight": torch.zeros(3, 2), "scale": torch.ones(1)}  # no bias
+    with pytest.raises(FileFormatError) as error:
+        restore_module(module, {"tensors": tensors, "attributes": {}})
+    assert str(error.value) == (
+        "its weights do not fit the model (weight: (3, 2) stored, (2, 3) "
+        "expected; bias: missing stored, (2,) expected; scale: not expected)"
+    )
