@@ -2,6 +2,7 @@
 
 import copy
 import json
+import math
 import os
 import pickle
 from pathlib import Path
@@ -630,3 +631,63 @@ def test_weights_that_do_not_fit_are_each_named_with_their_shapes():
         "its weights do not fit the model (weight: (3, 2) stored, (2, 3) "
         "expected; bias: missing stored, (2,) expected; scale: not expected)"
     )
+
+
+def test_tensors_are_named_by_their_place_in_the_tree():
+    from skae._engine.serialize import decode, encode
+
+    t = torch.zeros(2)
+    tree = {
+        "w": t,
+        "seq": [t, t],
+        "pair": (np.zeros(3),),
+        "rng": np.random.RandomState(0),  # its state's key array is item 1
+        # Three values at one place: a key that is not a name, and the
+        # name it reads as, twice.
+        "m": {1: t, "1": t},
+        "m.1": t,
+    }
+    data, tensors = encode(tree)
+    assert list(tensors) == [
+        "w", "seq.0", "seq.1", "pair.0", "rng.1", "m.1", "m.1#2", "m.1#3"
+    ]  # fmt: skip
+    assert list(encode(t)[1]) == ["tensor"]  # a tensor alone
+    back = decode(json.loads(json.dumps(data)), tensors)
+    assert back["m"] == {1: tensors["m.1"], "1": tensors["m.1#2"]}
+    assert back["m.1"] is tensors["m.1#3"]
+
+
+def test_the_header_is_standard_json_and_keys_that_look_like_tags_stay_keys():
+    from skae._engine.serialize import decode, encode
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not standard JSON")
+
+    floats = {"finite": 0.5, "nan": float("nan"), "inf": -float("inf")}
+    tags = {"__tensor__": "w", "__float__": 1}  # a user's keys, not tags
+    data, tensors = encode({"floats": floats, "tags": tags})
+    assert data["floats"]["finite"] == 0.5  # a plain JSON number
+    text = json.dumps(data)
+    back = decode(json.loads(text, parse_constant=refuse), tensors)
+    assert back["floats"]["finite"] == 0.5 and math.isnan(back["floats"]["nan"])
+    assert back["floats"]["inf"] == -math.inf and back["tags"] == tags
+
+
+def test_a_fortran_ordered_array_round_trips(tmp_path):
+    from skae._engine.serialize import load_tree, save_tree
+
+    array = np.asfortranarray(np.arange(12.0).reshape(3, 4))
+    save_tree(tmp_path / "tree", {"a": array}, ("test", "tree"), 1)
+    back = load_tree(tmp_path / "tree", ("test", "tree"), 1)["a"]
+    np.testing.assert_array_equal(back, array)
+
+
+def test_a_file_without_a_format_version_reads_as_the_first_format(fitted, tmp_path):
+    from skae._engine.serialize import read_file, write_file
+
+    path = tmp_path / "model.skae"
+    skae.save(fitted, path)
+    tensors, metadata = read_file(path)
+    del metadata["format_version"]
+    write_file(path, tensors, metadata)
+    np.testing.assert_array_equal(skae.load(path).components_, fitted.components_)
