@@ -635,6 +635,7 @@ def test_weights_that_do_not_fit_are_each_named_with_their_shapes():
 
 def test_tensors_are_named_by_their_place_in_the_tree():
     from skae._engine.serialize import decode, encode
+    from skae._engine.training import PartialEpoch
 
     t = torch.zeros(2)
     tree = {
@@ -646,10 +647,12 @@ def test_tensors_are_named_by_their_place_in_the_tree():
         # name it reads as, twice.
         "m": {1: t, "1": t},
         "m.1": t,
+        "partial": PartialEpoch(steps=3, loss_sum=t, rows=5, rng_state=None),
     }
     data, tensors = encode(tree)
     assert list(tensors) == [
-        "w", "seq.0", "seq.1", "pair.0", "rng.1", "m.1", "m.1#2", "m.1#3"
+        "w", "seq.0", "seq.1", "pair.0", "rng.1", "m.1", "m.1#2", "m.1#3",
+        "partial.loss_sum",  # a record's fields
     ]  # fmt: skip
     assert list(encode(t)[1]) == ["tensor"]  # a tensor alone
     back = decode(json.loads(json.dumps(data)), tensors)
