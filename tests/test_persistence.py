@@ -315,6 +315,13 @@ def test_a_file_from_a_newer_format_asks_for_an_upgrade(tmp_path):
         ValueError, match=r"skae 9\.0 in skae.estimator format 2.*upgrade skae"
     ):
         skae.load(tmp_path / "new.skae")
+    forge(tmp_path / "unsigned.skae", {}, format_version="3")  # no skae_version
+    with pytest.raises(ValueError) as error:
+        skae.load(tmp_path / "unsigned.skae")
+    assert str(error.value).endswith(
+        ": it was written by skae (newer) in skae.estimator format 3; this skae "
+        "reads formats up to 1: upgrade skae"
+    )
 
 
 def test_save_replaces_a_model_file_but_never_another_file(fitted, tmp_path):
@@ -337,7 +344,8 @@ def test_save_replaces_a_model_file_but_never_another_file(fitted, tmp_path):
     with pytest.raises(ValueError) as error:
         skae.load(damaged)
     assert str(error.value).startswith(
-        f"{str(damaged)!r} is not a skae model file that loads: "
+        f"{str(damaged)!r} is not a skae model file that loads: damaged "
+        "safetensors file ("
     )
     damaged.unlink()
     model_file = tmp_path / "model.skae"
@@ -576,8 +584,9 @@ def test_saving_on_a_big_endian_machine_is_refused_before_writing(
     from skae._engine.serialize import write_file
 
     monkeypatch.setattr(skae._engine.serialize.sys, "byteorder", "big")
-    with pytest.raises(OSError, match="needs a little-endian machine"):
+    with pytest.raises(OSError) as error:
         write_file(tmp_path / "t.safetensors", {"w": torch.ones(2)}, {})
+    assert str(error.value) == "saving skae files needs a little-endian machine"
     assert list(tmp_path.iterdir()) == []
 
 
@@ -694,3 +703,25 @@ def test_a_file_without_a_format_version_reads_as_the_first_format(fitted, tmp_p
     del metadata["format_version"]
     write_file(path, tensors, metadata)
     np.testing.assert_array_equal(skae.load(path).components_, fitted.components_)
+
+
+def test_every_tensor_starts_aligned_to_its_element_size(tmp_path):
+    # Memory-mapping readers need it; safetensors' own writer does the same.
+    from skae._engine.serialize import write_file
+
+    tensors = {
+        "a_bytes": torch.ones(3, dtype=torch.uint8),
+        "b_halves": torch.ones(3, dtype=torch.float16),
+        "c_doubles": torch.ones(3, dtype=torch.float64),
+        "d_singles": torch.ones(3, dtype=torch.float32),
+    }
+    for name in ("x", "xy"):  # header lengths that need padding
+        path = tmp_path / f"{name}.safetensors"
+        write_file(path, tensors, {"name": name})
+        raw = path.read_bytes()
+        length = int.from_bytes(raw[:8], "little")
+        assert (8 + length) % 8 == 0
+        header = json.loads(raw[8 : 8 + length])
+        for key, tensor in tensors.items():
+            start = 8 + length + header[key]["data_offsets"][0]
+            assert start % tensor.element_size() == 0, key
