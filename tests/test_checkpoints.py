@@ -702,3 +702,20 @@ def test_data_beyond_the_sample_size_is_fingerprinted_by_a_spread_sample(
         after = checkpoint.data_fingerprint(changed)
         assert (after != before) == shows, row
     assert before["shape"] == [100, 4] and before["dtype"] == "float64"
+
+
+def test_a_one_epoch_fit_resumed_mid_epoch_counts_every_row_it_trained_on(
+    interrupt, sparse_data, tmp_path
+):
+    # The resumed epoch's own figures cover only its last 15 steps: the
+    # statistics must come from a pass over all the rows instead.
+    params = {"max_iter": 1, "batch_size": 100, "checkpoint_interval": 0.25}
+    path = tmp_path / "run.ckpt"
+    with interrupt(step=6):
+        with pytest.warns(RuntimeWarning, match="interrupted"):
+            model(path, **params).fit(sparse_data)
+    assert load_checkpoint(path).loop.partial.steps == 5
+    resumed = model(path, **params).fit(sparse_data)
+    assert resumed.n_iter_ == 1
+    # Every row has exactly k = 4 codes that fire.
+    assert resumed.activation_frequency_.sum() == pytest.approx(4.0)

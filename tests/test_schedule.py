@@ -99,8 +99,40 @@ def test_only_adaptive_reduces_and_it_runs_out():
 
 
 def test_an_unknown_schedule_is_an_error():
-    with pytest.raises(ValueError, match="Unknown learning-rate schedule 'exp'"):
+    with pytest.raises(ValueError) as error:
         Schedule("exp", 1.0, 10)
+    assert str(error.value) == (
+        "Unknown learning-rate schedule 'exp'; the schedules are constant, "
+        "linear, cosine, adaptive."
+    )
+
+
+def test_the_warmup_of_a_reduced_rate_rises_to_the_reduced_peak():
+    # A run resumed with its scale reduced, before its warm-up ended.
+    schedule = Schedule("adaptive", peak=1.0, total_steps=100, warmup_steps=4)
+    assert schedule.rate(1, scale=0.5) == pytest.approx(0.5 * 2 / 5)
+
+
+@pytest.mark.parametrize("total_steps", [2, 3, 5])
+def test_the_shortest_decaying_runs_still_end_at_the_floor(total_steps):
+    for kind in ("linear", "cosine"):
+        schedule = Schedule(kind, peak=1.0, total_steps=total_steps)
+        assert schedule.rate(0) == 1.0
+        assert schedule.rate(total_steps - 1) == pytest.approx(DECAY_FLOOR)
+
+
+def test_the_scheduler_sets_every_group_to_the_rate_at_the_loops_scale():
+    from skae._engine.training import _Scheduler
+
+    weights = [torch.zeros(2, requires_grad=True), torch.zeros(3, requires_grad=True)]
+    optimizer = torch.optim.SGD(
+        [{"params": weights[:1]}, {"params": weights[1:]}], lr=9.0
+    )
+    scheduler = _Scheduler(Schedule("adaptive", 0.5, 100), optimizer)
+    scheduler.on_step_begin(LoopState(steps=7, rate_scale=0.2))
+    assert [group["lr"] for group in optimizer.param_groups] == pytest.approx(
+        [0.1, 0.1]
+    )
 
 
 # ------------------------------------------------- the stopping rule's decisions
