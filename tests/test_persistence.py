@@ -432,10 +432,28 @@ def test_deeply_nested_json_is_a_clear_error(tmp_path):
 def test_a_header_too_large_to_read_back_is_refused_before_writing(
     fitted, tmp_path, monkeypatch
 ):
+    from skae._engine.serialize import write_file
+
     monkeypatch.setattr(skae._engine.serialize, "MAX_HEADER_BYTES", 1000)
     with pytest.raises(ValueError, match="header would take"):
         skae.save(fitted, tmp_path / "model.skae")
     assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(skae._engine.serialize, "MAX_HEADER_BYTES", 2_000_000)
+    with pytest.raises(ValueError) as error:
+        write_file(tmp_path / "big.safetensors", {}, {"notes": "a" * 2_700_000})
+    assert str(error.value) == (
+        "the file's header would take 3 MB, more than the 2 MB safetensors reads "
+        "(very many feature names?)"
+    )
+    # safetensors reads a header of exactly its limit, so one is written.
+    write_file(tmp_path / "small.safetensors", {}, {"notes": ""})
+    length = int.from_bytes((tmp_path / "small.safetensors").read_bytes()[:8], "little")
+    monkeypatch.setattr(skae._engine.serialize, "MAX_HEADER_BYTES", length)
+    write_file(tmp_path / "exact.safetensors", {}, {"notes": ""})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "exact.safetensors",
+        "small.safetensors",
+    ]
 
 
 def test_loading_a_named_pipe_never_blocks(tmp_path):
