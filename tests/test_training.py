@@ -550,3 +550,21 @@ def test_the_collapse_and_divergence_errors_say_what_to_do():
         "learning_rate (now 0.25) or standardize X (for example with "
         "sklearn.preprocessing.StandardScaler)."
     )
+
+
+def test_adam_falls_back_to_the_unfused_kernel_where_a_device_has_none(monkeypatch):
+    real = torch.optim.Adam
+
+    def adam(parameters, lr, fused=None):
+        parameters = list(parameters)  # torch reads them before it refuses
+        if fused:
+            raise RuntimeError("this device has no fused Adam")
+        return real(parameters, lr=lr)
+
+    monkeypatch.setattr(torch.optim, "Adam", adam)
+    weights = [torch.zeros(3, requires_grad=True), torch.ones(2, requires_grad=True)]
+    # A generator, as module.parameters() is: the fallback still gets them all.
+    optimizer = skae._engine.training.adam(iter(weights), 0.25)
+    (group,) = optimizer.param_groups
+    assert group["params"] == weights and group["lr"] == 0.25
+    assert not group["fused"]
