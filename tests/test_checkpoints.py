@@ -719,3 +719,29 @@ def test_a_one_epoch_fit_resumed_mid_epoch_counts_every_row_it_trained_on(
     assert resumed.n_iter_ == 1
     # Every row has exactly k = 4 codes that fire.
     assert resumed.activation_frequency_.sum() == pytest.approx(4.0)
+
+
+def test_a_run_interrupted_twice_in_one_epoch_resumes_each_time_where_it_stopped(
+    interrupt, sparse_data, tmp_path
+):
+    # 20 steps an epoch, saved every 5: stopped in step 8, then 7 steps after
+    # the resume at step 6, in step 13 of the same epoch.
+    params = {"max_iter": 2, "batch_size": 100, "checkpoint_interval": 0.25}
+    whole = model(None, **params).fit(sparse_data)
+    path = tmp_path / "run.ckpt"
+    for saved_at in (5, 10):
+        with interrupt(step=8):
+            with pytest.warns(RuntimeWarning, match="interrupted"):
+                model(path, **params).fit(sparse_data)
+        partial = load_checkpoint(path).loop.partial
+        assert partial.steps == saved_at and partial.rows == 100 * saved_at
+    assert_same_model(model(path, **params).fit(sparse_data), whole)
+
+
+def test_an_epoch_without_batches_is_an_error():
+    from skae._engine.training import train_epoch
+
+    module = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=r"^No training rows: the epoch had no batch"):
+        train_epoch(module, optimizer, [])
