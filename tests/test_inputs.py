@@ -355,3 +355,19 @@ def test_failed_refit_leaves_the_fitted_model_usable(digits):
         sae.set_params(learning_rate=1e30).fit(np.random.RandomState(0).randn(50, 10))
     assert sae.n_features_in_ == 64
     np.testing.assert_array_equal(sae.transform(X), codes)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_the_sums_of_float32_rows_far_from_zero_keep_their_variance(sparse):
+    # Squared in float32, values around 1e4 keep 3 digits of their 1e8
+    # squares: the variance (the explained variance's denominator) is lost.
+    from skae._engine.data import RowSource, column_sums
+
+    X = (1e4 + np.random.RandomState(0).randn(2000, 3)).astype(np.float32)
+    col_sum, squares, n = column_sums(RowSource(sp.csr_matrix(X) if sparse else X))
+    exact = X.astype(np.float64)
+    assert n == 2000
+    np.testing.assert_allclose(col_sum, exact.sum(axis=0), rtol=1e-12)
+    variance = squares - col_sum @ col_sum / n
+    expected = ((exact - exact.mean(axis=0)) ** 2).sum()
+    assert variance == pytest.approx(expected, rel=1e-6)

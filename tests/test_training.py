@@ -568,3 +568,29 @@ def test_adam_falls_back_to_the_unfused_kernel_where_a_device_has_none(monkeypat
     (group,) = optimizer.param_groups
     assert group["params"] == weights and group["lr"] == 0.25
     assert not group["fused"]
+
+
+def test_an_epochs_sums_keep_the_variance_of_rows_far_from_zero():
+    """The totals gathered as an epoch trains sum in float64: in float32 the
+    sum of squares of rows around 1e4 swamps their variance."""
+    from types import SimpleNamespace
+
+    from skae._engine.training import EpochTotals
+
+    class Core:
+        def activity_sum(self, codes):
+            return codes.sum(dim=0)
+
+    X = 1e4 + np.random.RandomState(0).randn(2000, 3)
+    totals = EpochTotals.zeros(width=4, n_features=3, device="cpu")
+    for batch in np.split(X.astype(np.float32), 20):
+        x = torch.from_numpy(batch)
+        out = SimpleNamespace(codes=torch.ones(len(x), 4))
+        totals.add(Core(), x, out, error=torch.full((len(x),), 0.5))
+    assert totals.rows == 2000
+    assert float(totals.error) == 1000.0
+    assert totals.activity.tolist() == [2000.0] * 4
+    X32 = X.astype(np.float32).astype(np.float64)
+    variance = float(totals.squares) - float(totals.col_sum @ totals.col_sum) / 2000
+    expected = ((X32 - X32.mean(axis=0)) ** 2).sum()
+    assert variance == pytest.approx(expected, rel=1e-6)

@@ -290,8 +290,8 @@ def column_sums(source: RowSource, rows=None) -> tuple[np.ndarray, float, int]:
 def _chunk_sums(chunk) -> tuple[np.ndarray, float]:
     """Column sums and sum of squares of a chunk, in float64."""
     if sp.issparse(chunk):
-        total = np.asarray(chunk.sum(axis=0, dtype=np.float64)).ravel()
-        return total, float(chunk.multiply(chunk).sum(dtype=np.float64))
+        chunk = chunk.astype(np.float64)  # squared in float32, values lose digits
+        return np.asarray(chunk.sum(axis=0)).ravel(), float(chunk.multiply(chunk).sum())
     chunk = np.asarray(chunk, dtype=np.float64)
     return chunk.sum(axis=0), float(np.einsum("ij,ij->", chunk, chunk))
 

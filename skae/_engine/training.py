@@ -242,7 +242,8 @@ class EpochTotals:
         self.error += error.detach().sum(dtype=torch.float64)
         rows = x.reshape(len(x), -1)
         self.col_sum += rows.sum(dim=0, dtype=torch.float64)
-        self.squares += rows.square().sum(dtype=torch.float64)
+        # Squared in float64: in float32, rows far from zero lose their variance.
+        self.squares += torch.linalg.vector_norm(rows, dtype=torch.float64).square()
         self.rows += len(x)
 
 
