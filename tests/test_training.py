@@ -594,3 +594,33 @@ def test_an_epochs_sums_keep_the_variance_of_rows_far_from_zero():
     variance = float(totals.squares) - float(totals.col_sum @ totals.col_sum) / 2000
     expected = ((X32 - X32.mean(axis=0)) ** 2).sum()
     assert variance == pytest.approx(expected, rel=1e-6)
+
+
+def test_an_epochs_loss_is_the_row_weighted_mean_of_its_steps_losses(sparse_data, hook):
+    from skae._engine.training import objective
+
+    # 2000 rows in batches of 300: six full steps and one of 200 rows.
+    epochs, losses, modules = [[]], [], []
+
+    def step_end(state, step):
+        epochs[-1].append((step.rows, float(step.loss_sum)))
+        with torch.no_grad():  # the step's batch, scored after the step
+            losses.append(float(objective(modules[0], step.x)[0]))
+        if step.last:
+            epochs.append([])
+
+    hook(train_begin=lambda state, module: modules.append(module), step_end=step_end)
+    sae = KSparseAutoencoder(16, k=4, batch_size=300, max_iter=2, tol=0)
+    sae.set_params(random_state=0).fit(sparse_data)
+    assert epochs.pop() == [] and len(epochs) == 2
+    for loss, steps in zip(sae.loss_curve_, epochs, strict=True):
+        assert [rows for rows, _ in steps] == [300, 600, 900, 1200, 1500, 1800, 2000]
+        rows, loss_sum = steps[-1]
+        assert loss == pytest.approx(loss_sum / rows, rel=1e-6)
+    # And it is the loss of those rows: near their losses scored just after
+    # each step (the weights move during the epoch, by a few percent here).
+    weights = [300] * 6 + [200]
+    for epoch, loss in enumerate(sae.loss_curve_):
+        scored = losses[7 * epoch : 7 * epoch + 7]
+        mean = sum(w * s for w, s in zip(weights, scored, strict=True)) / 2000
+        assert loss == pytest.approx(mean, rel=0.05)
