@@ -20,6 +20,8 @@ over repeats:
   float32 and in bfloat16 (``precision='bfloat16'``);
 * ``throughput`` training rows/s and its fraction of the machine's bound;
 * ``transform``  transform rows/s vs PCA.transform and OMP;
+* ``kernels``    the CPU choices of the top-k kernels (rows per chunk of the
+  encoder's product, the decoder's weight gradient), side by side;
 * ``memory``     peak RSS of a streamed memmap fit vs an in-RAM fit;
 * ``gpu``        the CUDA section (skipped without a GPU).
 
@@ -39,7 +41,7 @@ from bench_defaults import defaults
 from sklearn.exceptions import ConvergenceWarning
 from suite_precision import precision
 from suite_quality import anomaly, frontier, recovery, time_to_quality
-from suite_speed import gpu, memory, throughput, transform_speed
+from suite_speed import gpu, kernels, memory, throughput, transform_speed
 from suite_variants import variants
 
 SECTIONS = {
@@ -52,6 +54,7 @@ SECTIONS = {
     "precision": precision,
     "throughput": throughput,
     "transform": transform_speed,
+    "kernels": kernels,
     "memory": memory,
     "gpu": gpu,
 }

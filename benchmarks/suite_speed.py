@@ -3,6 +3,7 @@
 * :func:`throughput`       KSparseAutoencoder training rows/s, through ``fit``
   and through a bare step loop, as a fraction of the machine's bound;
 * :func:`transform_speed`  transform rows/s vs PCA.transform and OMP;
+* :func:`kernels`          the CPU choices of the top-k kernels, side by side;
 * :func:`memory`           peak RSS of a streamed memmap fit vs an in-RAM fit;
 * :func:`gpu`              training rows/s and memory on CUDA (skipped without).
 
@@ -32,12 +33,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from _common import markdown
 from sklearn.decomposition import PCA, SparseCoder
 from threadpoolctl import threadpool_limits
 
 import skae._base
 from skae import KSparseAutoencoder
+from skae._engine import topk as topk_module
 from skae._engine.device import limited_threads, thread_budget
 from skae._engine.modules import LinearAutoencoder, TopKAutoencoder, tied_init
 from skae._engine.precision import products_in
@@ -712,6 +715,119 @@ def transform_speed(*, quick: bool) -> tuple[str, object]:
         "output_buffers": buffers,
     }
     return report, data
+
+
+# ------------------------------------------------------------------ kernels
+
+
+def _chunk_rows(
+    d: int, width: int, batch_size: int, chunk_elements: list[int], repeats: int
+) -> list[dict]:
+    """Rows/s of the CPU's chunked encoder (product and selection) by how many
+    pre-activations a chunk holds, interleaved, with the current threads."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(batch_size, d, generator=generator)
+    W = torch.randn(width, d, generator=generator) / d**0.5
+    b = torch.zeros(width)
+    default = topk_module.CHUNK_ELEMENTS
+    seconds = {size: [] for size in chunk_elements}
+    try:
+        for size in [*chunk_elements] * (repeats + 1):  # the first round warms up
+            topk_module.CHUNK_ELEMENTS = size
+            seconds[size].append(
+                _seconds(lambda: topk_module._encode_chunks(x, W, b, K), x.device)
+            )
+    finally:
+        topk_module.CHUNK_ELEMENTS = default
+    baseline = _median(seconds[default][1:])
+    return [
+        {
+            "threads": torch.get_num_threads(),
+            "width": width,
+            "batch_size": batch_size,
+            "chunk_elements": f"2^{size.bit_length() - 1}"
+            + (" (skae)" if size == default else ""),
+            "chunk_rows": min(batch_size, max(1, size // width)),
+            "rows_per_s": round(batch_size / _median(times[1:])),
+            "vs_skae": baseline / _median(times[1:]),
+        }
+        for size, times in seconds.items()
+    ]
+
+
+def _decoder_grad_rows(d: int, width: int, batch_size: int, repeats: int) -> list[dict]:
+    """Milliseconds of the sparse decoder's forward and its weights' backward:
+    embedding_bag's own backward against skae's sparse product."""
+    generator = torch.Generator().manual_seed(0)
+    W_dec = torch.randn(width, d, generator=generator).requires_grad_()
+    values = torch.rand(batch_size, K, generator=generator)
+    indices = torch.rand(batch_size, width, generator=generator).argsort(dim=1)[:, :K]
+    grad = torch.randn(batch_size, d, generator=generator)
+    bias = torch.zeros(d)
+
+    def embedding_bag() -> None:
+        W_dec.grad = None
+        F.embedding_bag(indices, W_dec, mode="sum", per_sample_weights=values).backward(
+            grad
+        )
+
+    def sparse_product() -> None:
+        W_dec.grad = None
+        topk_module.sparse_decode(values, indices, W_dec, bias).backward(grad)
+
+    ways = {
+        "embedding_bag's backward": embedding_bag,
+        "sparse product (skae)": sparse_product,
+    }
+    seconds = {name: [] for name in ways}
+    for _ in range(repeats + 1):
+        for name, way in ways.items():
+            seconds[name].append(_seconds(way, torch.device("cpu")))
+    baseline = _median(seconds["sparse product (skae)"][1:])
+    return [
+        {
+            "threads": torch.get_num_threads(),
+            "batch_size": batch_size,
+            "W_dec gradient": name,
+            "ms": 1e3 * _median(times[1:]),
+            "vs_skae": _median(times[1:]) / baseline,
+        }
+        for name, times in seconds.items()
+    ]
+
+
+def kernels(*, quick: bool) -> tuple[str, object]:
+    """The CPU choices of ``skae._engine.topk``, measured side by side: the
+    rows of a chunk of the encoder's product, and how the decoder's weights
+    get their gradient."""
+    repeats = 5 if quick else 15
+    d = N_FEATURES
+    widths = (4096, 16_384) if quick else (4096, 16_384, 32_768)
+    sizes = [2**20, 2**21, 2**22, 2**23]
+    threads = thread_budget()
+    load_before = _load()
+    chunks, grads = [], []
+    for limits in (None, 1) if threads > 1 else (None,):
+        with threadpool_limits(limits=limits), limited_threads():
+            for width in widths:
+                for batch_size in (1024, 4096):
+                    chunks.extend(_chunk_rows(d, width, batch_size, sizes, repeats))
+            grads.extend(_decoder_grad_rows(d, WIDTH, 4096, repeats))
+    report = (
+        f"d={d}, k={K}, Gaussian float32 rows; medians of {repeats} interleaved "
+        f"runs at skae's thread budget ({threads}) and at 1 thread; load average "
+        f"{load_before} before, {_load()} after.\n\n"
+        "The CPU's top-k encoder (`_encode_chunks`: the product, then the "
+        "selection) writes each chunk of rows' pre-activations into one buffer "
+        "of `CHUNK_ELEMENTS`; a batch no larger than a chunk is one product. "
+        "`vs_skae` is the speed against skae's setting (above 1: faster).\n\n"
+        + markdown(chunks)
+        + f"\n\nThe decoder's forward and the backward to its weights "
+        f"(width {WIDTH}), through `embedding_bag`'s own backward or through "
+        "`sparse_decode`'s sparse product; `vs_skae` is the time against "
+        "skae's (above 1: slower).\n\n" + markdown(grads) + "\n"
+    )
+    return report, {"chunks": chunks, "decoder_gradient": grads}
 
 
 # ------------------------------------------------------------------ memory

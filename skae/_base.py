@@ -91,6 +91,11 @@ _FLOATS = (np.float64, np.float32)
 TRAINING_MAGNITUDE_LIMIT = 1e9
 #: Longest name of an estimator on a progress bar or in a log line.
 SHORT_NAME_LENGTH = 60
+#: Most rows of the probe batch, whose loss before training and after every
+#: epoch tells divergence from noise. They are the same rows each time, so
+#: more of them would not steady that judgement, only cost more: a probe as
+#: large as a wide batch is a forward pass of that batch every epoch.
+PROBE_ROWS = 256
 
 
 class _Outcome(NamedTuple):
@@ -779,10 +784,11 @@ class BaseSparseAutoencoder(
         return activity, n_rows, error, data
 
     def _probe(self, source, rows, device) -> torch.Tensor:
-        """The first batch of ``rows`` in order: the fixed rows whose loss,
-        before training and after every epoch, tells divergence from noise."""
-        chunks = rows.ordered(source.chunk_rows(self.batch_size))
-        return next(iter_batches(source, chunks, self.batch_size, device))
+        """The first rows of ``rows`` in order, a batch of at most
+        :data:`PROBE_ROWS`: the fixed rows whose loss, before training and
+        after every epoch, tells divergence from noise."""
+        size = min(self.batch_size, PROBE_ROWS)
+        return next(iter_batches(source, rows.ordered(size), size, device))
 
     def _checkpoint_steps(self, n_rows: int) -> int:
         """Steps between mid-epoch checkpoints: a fractional interval saves

@@ -178,6 +178,50 @@ def test_decoder_gradient_is_dense():
     assert w["W_enc"].grad.layout == torch.strided
 
 
+def test_the_decoder_weights_get_their_gradient_from_one_sparse_product(
+    monkeypatch,
+):
+    """W_dec's gradient is the sparse product over the kept latents, not
+    embedding_bag's own backward (slower on the CPU): one product per
+    decode that needs it, none where W_dec takes no gradient."""
+    products, original = [], torch.sparse.mm
+
+    def counted(*args):
+        products.append(args[0].shape)
+        return original(*args)
+
+    monkeypatch.setattr(torch.sparse, "mm", counted)
+    w = make_weights()
+    values, indices = topk_encode(w["x"].detach(), w["W_enc"].detach(), w["b_enc"], 3)
+    sparse_decode(values, indices, w["W_dec"], w["b_dec"]).sum().backward()
+    assert products == [w["W_dec"].shape[:1] + w["x"].shape[:1]]
+    products.clear()
+    values = values.detach().requires_grad_()
+    sparse_decode(values, indices, w["W_dec"].detach(), w["b_dec"]).sum().backward()
+    assert products == [] and values.grad is not None
+    with torch.no_grad():
+        decoded = sparse_decode(values, indices, w["W_dec"], w["b_dec"])
+    assert decoded.grad_fn is None
+
+
+def test_decoder_gradient_through_a_subset_of_atoms():
+    """As the auxiliary loss decodes with the dead latents' atoms only
+    (``W_dec[dead]``): the gradient reaches those rows of W_dec alone, as
+    the dense product of the codes gives it."""
+    w = make_weights(width=12)
+    dead = torch.tensor([1, 4, 5, 9])
+    values, indices = topk_encode(w["x"], w["W_enc"][dead], w["b_enc"][dead], 2)
+    target = w["x"].detach().flip(0)
+    loss = (sparse_decode(values, indices, w["W_dec"][dead], 0) - target).square()
+    got = torch.autograd.grad(loss.sum(), w["W_dec"])[0]
+    codes = dense_codes(values.detach(), indices, len(dead))
+    dense = (codes @ w["W_dec"][dead] - target).square()
+    expected = torch.autograd.grad(dense.sum(), w["W_dec"])[0]
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+    untouched = torch.ones(12, dtype=torch.bool).index_fill_(0, dead, False)
+    assert (got[untouched] == 0).all() and (got[dead] != 0).any()
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_gradcheck_encode(device):
     w = make_weights(n_samples=6, n_features=4, width=9, shift=-0.5, device=device)
@@ -319,7 +363,8 @@ def test_the_cpu_encodes_a_chunk_of_rows_at_a_time_into_one_buffer(monkeypatch):
     """Wide products run a chunk of rows at a time on the CPU, each written
     into the same buffer of CHUNK_ELEMENTS pre-activations, and every row's
     codes are those of one product over all rows."""
-    w = make_weights(n_samples=700, n_features=6, width=4096)
+    rows = topk_module.CHUNK_ELEMENTS // 4096
+    w = make_weights(n_samples=2 * rows + 188, n_features=6, width=4096)
     products, original = [], torch.addmm
 
     def addmm(*args, **kwargs):
@@ -330,7 +375,6 @@ def test_the_cpu_encodes_a_chunk_of_rows_at_a_time_into_one_buffer(monkeypatch):
     monkeypatch.setattr(torch, "addmm", addmm)
     with torch.no_grad():
         _, indices = topk_encode(w["x"], w["W_enc"], w["b_enc"], 8)
-    rows = topk_module.CHUNK_ELEMENTS // 4096
     assert [shape for shape, _, _ in products] == [
         (rows, 4096),
         (rows, 4096),

@@ -85,8 +85,10 @@ def _weight_grad(grad_values: Tensor, x: Tensor, indices: Tensor, width: int) ->
     return torch.sparse.mm(G_T, x)
 
 
-#: Pre-activations per chunk of :func:`_encode_chunks` on the CPU (4 MiB).
-CHUNK_ELEMENTS = 2**20
+#: Pre-activations per chunk of :func:`_encode_chunks` on the CPU (16 MiB
+#: in float32): chunks of fewer rows slow the product more than they speed
+#: the selection, most at large widths (``benchmarks/run.py --only kernels``).
+CHUNK_ELEMENTS = 2**22
 
 
 def _encode_chunks(
@@ -96,10 +98,10 @@ def _encode_chunks(
     on the CPU, the product in the product dtype; values in ``x``'s dtype.
 
     Only (batch, k) results outlive a chunk: the (chunk, width)
-    pre-activations are written into one buffer, which stays in the cache
-    for the selection that reads it, instead of a fresh (batch, width)
-    matrix per step, whose allocation and first touch cost as much as the
-    selection. The GPU gets one product, which it runs best.
+    pre-activations are written into one buffer instead of a fresh (batch,
+    width) matrix per step, whose allocation and first touch of every page
+    cost as much as the selection. The GPU gets one product, which it runs
+    best.
     """
     n_rows, width = x.shape[0], W_enc.shape[0]
     rows = max(1, CHUNK_ELEMENTS // width)
@@ -156,15 +158,39 @@ def topk_encode(
     return _TopKEncode.apply(x, W_enc, b_enc, k)
 
 
+class _DecoderGrad(torch.autograd.Function):
+    """The identity on a decoded batch, through which ``W_dec`` gets its
+    gradient over the kept latents as one sparse product."""
+
+    @staticmethod
+    def forward(ctx, decoded: Tensor, W_dec: Tensor, values: Tensor, indices: Tensor):
+        ctx.save_for_backward(values, indices)
+        ctx.width = W_dec.shape[0]
+        return decoded.view_as(decoded)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        values, indices = ctx.saved_tensors
+        grad_W_dec = None
+        if ctx.needs_input_grad[1]:
+            grad_W_dec = _weight_grad(values, grad, indices, ctx.width)
+        return grad, grad_W_dec, None, None
+
+
 def sparse_decode(
     values: Tensor, indices: Tensor, W_dec: Tensor, b_dec: Tensor
 ) -> Tensor:
     """``b_dec + sum_j values[:, j] * W_dec[indices[:, j]]``, row by row."""
-    # embedding_bag's backward gives W_dec a dense gradient (sparse=False), as
-    # Adam and the unit-norm projection of LinearAutoencoder.before_step need.
-    return (
-        F.embedding_bag(indices, W_dec, mode="sum", per_sample_weights=values) + b_dec
+    # embedding_bag gives the values their gradient; W_dec's, dense as Adam
+    # and the unit-norm projection of LinearAutoencoder.before_step need it,
+    # is the sparse product of _weight_grad, which runs faster than
+    # embedding_bag's own backward (benchmarks/run.py --only kernels).
+    decoded = F.embedding_bag(
+        indices, W_dec.detach(), mode="sum", per_sample_weights=values
     )
+    if W_dec.requires_grad and torch.is_grad_enabled():
+        decoded = _DecoderGrad.apply(decoded, W_dec, values.detach(), indices)
+    return decoded + b_dec
 
 
 def latent_counts(values: Tensor, indices: Tensor, width: int) -> Tensor:
