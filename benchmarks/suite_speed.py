@@ -755,6 +755,52 @@ def _chunk_rows(
     ]
 
 
+def _selection_rows(width: int, groups: list[int], repeats: int) -> list[dict]:
+    """Rows/s of the CPU's selection (:func:`largest_k`, ``K`` of ``width``)
+    by the columns per group at every level, interleaved, with the current
+    threads; 1 is one ``torch.topk`` over the row."""
+    rows = CHUNK_ROWS_FOR_SELECTION
+    pre = torch.randn(rows, width, generator=torch.Generator().manual_seed(0))
+    default = topk_module._group_size
+    skae_group = default(width, K)
+    seconds = {group: [] for group in groups}
+    try:
+        for group in [*groups] * (repeats + 1):  # the first round warms up
+            topk_module._group_size = _forced_group(group)
+            seconds[group].append(
+                _seconds(lambda: topk_module.largest_k(pre, K), pre.device)
+            )
+    finally:
+        topk_module._group_size = default
+    baseline = _median(seconds[skae_group][1:])
+    return [
+        {
+            "threads": torch.get_num_threads(),
+            "width": width,
+            "group": f"{group}" + (" (skae)" if group == skae_group else ""),
+            "rows_per_s": round(rows / _median(times[1:])),
+            "vs_skae": baseline / _median(times[1:]),
+        }
+        for group, times in seconds.items()
+    ]
+
+
+#: Rows of pre-activations each timing of :func:`_selection_rows` selects from.
+CHUNK_ROWS_FOR_SELECTION = 1024
+
+
+def _forced_group(group: int) -> Callable[[int, int], int]:
+    """A ``_group_size`` that groups by ``group`` wherever skae's rule groups."""
+
+    def group_size(width: int, k: int) -> int:
+        if group == 1:
+            return 1
+        grouped = width % group == 0 and width >= 32 * k
+        return group if grouped else 1
+
+    return group_size
+
+
 def _decoder_grad_rows(d: int, width: int, batch_size: int, repeats: int) -> list[dict]:
     """Milliseconds of the sparse decoder's forward and its weights' backward:
     embedding_bag's own backward against skae's sparse product."""
@@ -806,12 +852,13 @@ def kernels(*, quick: bool) -> tuple[str, object]:
     sizes = [2**20, 2**21, 2**22, 2**23]
     threads = thread_budget()
     load_before = _load()
-    chunks, grads = [], []
+    chunks, selections, grads = [], [], []
     for limits in (None, 1) if threads > 1 else (None,):
         with threadpool_limits(limits=limits), limited_threads():
             for width in widths:
                 for batch_size in (1024, 4096):
                     chunks.extend(_chunk_rows(d, width, batch_size, sizes, repeats))
+                selections.extend(_selection_rows(width, [1, 4, 8, 16], repeats))
             grads.extend(_decoder_grad_rows(d, WIDTH, 4096, repeats))
     report = (
         f"d={d}, k={K}, Gaussian float32 rows; medians of {repeats} interleaved "
@@ -822,12 +869,21 @@ def kernels(*, quick: bool) -> tuple[str, object]:
         "of `CHUNK_ELEMENTS`; a batch no larger than a chunk is one product. "
         "`vs_skae` is the speed against skae's setting (above 1: faster).\n\n"
         + markdown(chunks)
+        + f"\n\nThe selection alone (`largest_k`, {K} of `width` on "
+        f"{CHUNK_ROWS_FOR_SELECTION} rows of Gaussian pre-activations) by the "
+        "columns per group at each level of its grouping (1: one `torch.topk` "
+        "over the row); `vs_skae` as above.\n\n"
+        + markdown(selections)
         + f"\n\nThe decoder's forward and the backward to its weights "
         f"(width {WIDTH}), through `embedding_bag`'s own backward or through "
         "`sparse_decode`'s sparse product; `vs_skae` is the time against "
         "skae's (above 1: slower).\n\n" + markdown(grads) + "\n"
     )
-    return report, {"chunks": chunks, "decoder_gradient": grads}
+    return report, {
+        "chunks": chunks,
+        "selection": selections,
+        "decoder_gradient": grads,
+    }
 
 
 # ------------------------------------------------------------------ memory

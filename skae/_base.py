@@ -91,6 +91,9 @@ _FLOATS = (np.float64, np.float32)
 TRAINING_MAGNITUDE_LIMIT = 1e9
 #: Longest name of an estimator on a progress bar or in a log line.
 SHORT_NAME_LENGTH = 60
+#: Activations of an inference batch (rows times the widest layer), unless
+#: ``batch_size`` is larger.
+INFERENCE_ELEMENTS = 2**22
 #: Most rows of the probe batch, whose loss before training and after every
 #: epoch tells divergence from noise. They are the same rows each time, so
 #: more of them would not steady that judgement, only cost more: a probe as
@@ -1408,9 +1411,11 @@ class BaseSparseAutoencoder(
         return iter_batches(source, chunks, rows, device, dtype=dtype)
 
     def _inference_batch_rows(self) -> int:
-        # Large batches for throughput, bounded so activations stay near 4 MiB.
+        # Large batches for throughput (smaller products run slower: see
+        # benchmarks/run.py --only kernels), bounded so that activations
+        # stay near 16 MiB.
         width = max(self._decoder_width(), getattr(self, "n_features_in_", 1))
-        return int(np.clip(2**20 // width, self.batch_size, 2**16))
+        return int(np.clip(INFERENCE_ELEMENTS // width, self.batch_size, 2**16))
 
     @property
     def _n_features_out(self) -> int:

@@ -44,12 +44,12 @@ def test_csr_codes_are_the_dense_codes(sparse_data, variant, dtype):
 def test_fit_transform_and_more_batches_than_one(sparse_data):
     X = sparse_data.astype(np.float32)
     sae = KSparseAutoencoder(
-        16384, k=4, max_iter=1, batch_size=32, random_state=0, sparse_output=True
+        65536, k=4, max_iter=1, batch_size=32, random_state=0, sparse_output=True
     )
     codes = sae.fit_transform(X)
     # Inference batches of 16 * 64 rows at this width: two of them.
     assert 16 * sae._inference_batch_rows() < len(X)
-    assert sp.issparse(codes) and codes.shape == (len(X), 16384)
+    assert sp.issparse(codes) and codes.shape == (len(X), 65536)
     dense = sae.set_params(sparse_output=False).transform(X)
     np.testing.assert_array_equal(codes.toarray(), dense)
 
