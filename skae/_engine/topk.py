@@ -26,7 +26,8 @@ def _group_size(width: int, k: int) -> int:
     """Columns per group in :func:`largest_k` on the CPU; 1 for a plain topk.
 
     Grouping pays once there are many more groups than ``k`` (the candidates
-    it leaves are ``8k``); ``benchmarks/`` measures where.
+    it leaves are ``8k``); ``benchmarks/run.py --only kernels`` measures
+    where, and other group sizes.
     """
     return 8 if width % 8 == 0 and width >= 32 * k else 1
 
