@@ -606,6 +606,12 @@ def _output_buffer_rows(
         fill(torch.from_numpy(out))
         return out
 
+    def numpy_zeros_mapped() -> np.ndarray:
+        out = np.zeros((n_rows, width), np.float32)
+        skae._base._map_pages(out)
+        fill(torch.from_numpy(out))
+        return out
+
     def torch_zeros() -> np.ndarray:
         out = torch.zeros(n_rows, width)
         fill(out)
@@ -621,7 +627,10 @@ def _output_buffer_rows(
     ways = {
         "a (batch, width) matrix per batch, copied (before)": batch_matrices,
         "np.empty, zeroed, filled in place": empty_then_zero,
-        "np.zeros, filled in place (skae)": numpy_zeros,
+        "np.zeros, filled in place": numpy_zeros,
+        "np.zeros, its pages mapped first, filled in place (skae)": (
+            numpy_zeros_mapped
+        ),
         "torch.zeros, filled in place": torch_zeros,
         "one pre-faulted buffer, zeroed and filled (reuse; a floor)": prefaulted,
     }
