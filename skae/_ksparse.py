@@ -302,7 +302,7 @@ class KSparseAutoencoder(BaseSparseAutoencoder):
         check_is_fitted(self)
         X = self._validate_X(X, reset=False)
         dtype = _output_dtype(X.dtype)
-        # The linear top-k encoder works through large batches a cache-sized
+        # The linear top-k encoder works through large batches a 16 MiB
         # chunk at a time, only (batch, k) results outliving a chunk: fewer
         # batches, fewer small matrices to stack. The others build (batch,
         # n_components) matrices, and keep the usual batches.
