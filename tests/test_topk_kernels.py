@@ -181,9 +181,9 @@ def test_decoder_gradient_is_dense():
 def test_the_decoder_weights_get_their_gradient_from_one_sparse_product(
     monkeypatch,
 ):
-    """W_dec's gradient is the sparse product over the kept latents, not
-    embedding_bag's own backward (slower on the CPU): one product per
-    decode that needs it, none where W_dec takes no gradient."""
+    """On the CPU, W_dec's gradient is the sparse product over the kept
+    latents, not embedding_bag's own backward (slower there): one product
+    per decode that needs it, none where W_dec takes no gradient."""
     products, original = [], torch.sparse.mm
 
     def counted(*args):

@@ -181,15 +181,20 @@ class _DecoderGrad(torch.autograd.Function):
 def sparse_decode(
     values: Tensor, indices: Tensor, W_dec: Tensor, b_dec: Tensor
 ) -> Tensor:
-    """``b_dec + sum_j values[:, j] * W_dec[indices[:, j]]``, row by row."""
-    # embedding_bag gives the values their gradient; W_dec's, dense as Adam
-    # and the unit-norm projection of LinearAutoencoder.before_step need it,
-    # is the sparse product of _weight_grad, which runs faster than
-    # embedding_bag's own backward (benchmarks/run.py --only kernels).
-    decoded = F.embedding_bag(
-        indices, W_dec.detach(), mode="sum", per_sample_weights=values
+    """``b_dec + sum_j values[:, j] * W_dec[indices[:, j]]``, row by row.
+
+    ``W_dec`` gets a dense gradient, as Adam and the unit-norm projection of
+    :meth:`LinearAutoencoder.before_step` need. On the CPU it is the sparse
+    product of :func:`_weight_grad`, which runs faster there than
+    embedding_bag's own backward (``benchmarks/run.py --only kernels``);
+    embedding_bag gives the values theirs.
+    """
+    sparse_grad = (
+        W_dec.device.type == "cpu" and W_dec.requires_grad and torch.is_grad_enabled()
     )
-    if W_dec.requires_grad and torch.is_grad_enabled():
+    weights = W_dec.detach() if sparse_grad else W_dec
+    decoded = F.embedding_bag(indices, weights, mode="sum", per_sample_weights=values)
+    if sparse_grad:
         decoded = _DecoderGrad.apply(decoded, W_dec, values.detach(), indices)
     return decoded + b_dec
 
