@@ -729,6 +729,23 @@ def transform_speed(*, quick: bool) -> tuple[str, object]:
 # ------------------------------------------------------------------ kernels
 
 
+def _timed_settings(
+    name: str, settings: dict, run: Callable[[], object], repeats: int
+) -> dict:
+    """Median seconds of ``run`` with ``skae._engine.topk.<name>`` set to each
+    of ``settings`` (label: value) in turn, interleaved; the first round of
+    calls warms up and is left out."""
+    default = getattr(topk_module, name)
+    seconds = {label: [] for label in settings}
+    try:
+        for label in [*settings] * (repeats + 1):
+            setattr(topk_module, name, settings[label])
+            seconds[label].append(_seconds(run, torch.device("cpu")))
+    finally:
+        setattr(topk_module, name, default)
+    return {label: _median(times[1:]) for label, times in seconds.items()}
+
+
 def _chunk_rows(
     d: int, width: int, batch_size: int, chunk_elements: list[int], repeats: int
 ) -> list[dict]:
@@ -739,16 +756,12 @@ def _chunk_rows(
     W = torch.randn(width, d, generator=generator) / d**0.5
     b = torch.zeros(width)
     default = topk_module.CHUNK_ELEMENTS
-    seconds = {size: [] for size in chunk_elements}
-    try:
-        for size in [*chunk_elements] * (repeats + 1):  # the first round warms up
-            topk_module.CHUNK_ELEMENTS = size
-            seconds[size].append(
-                _seconds(lambda: topk_module._encode_chunks(x, W, b, K), x.device)
-            )
-    finally:
-        topk_module.CHUNK_ELEMENTS = default
-    baseline = _median(seconds[default][1:])
+    seconds = _timed_settings(
+        "CHUNK_ELEMENTS",
+        {size: size for size in chunk_elements},
+        lambda: topk_module._encode_chunks(x, W, b, K),
+        repeats,
+    )
     return [
         {
             "threads": torch.get_num_threads(),
@@ -757,10 +770,10 @@ def _chunk_rows(
             "chunk_elements": f"2^{size.bit_length() - 1}"
             + (" (skae)" if size == default else ""),
             "chunk_rows": min(batch_size, max(1, size // width)),
-            "rows_per_s": round(batch_size / _median(times[1:])),
-            "vs_skae": baseline / _median(times[1:]),
+            "rows_per_s": round(batch_size / median),
+            "vs_skae": seconds[default] / median,
         }
-        for size, times in seconds.items()
+        for size, median in seconds.items()
     ]
 
 
@@ -770,27 +783,22 @@ def _selection_rows(width: int, groups: list[int], repeats: int) -> list[dict]:
     threads; 1 is one ``torch.topk`` over the row."""
     rows = CHUNK_ROWS_FOR_SELECTION
     pre = torch.randn(rows, width, generator=torch.Generator().manual_seed(0))
-    default = topk_module._group_size
-    skae_group = default(width, K)
-    seconds = {group: [] for group in groups}
-    try:
-        for group in [*groups] * (repeats + 1):  # the first round warms up
-            topk_module._group_size = _forced_group(group)
-            seconds[group].append(
-                _seconds(lambda: topk_module.largest_k(pre, K), pre.device)
-            )
-    finally:
-        topk_module._group_size = default
-    baseline = _median(seconds[skae_group][1:])
+    skae_group = topk_module._group_size(width, K)
+    seconds = _timed_settings(
+        "_group_size",
+        {group: _forced_group(group) for group in groups},
+        lambda: topk_module.largest_k(pre, K),
+        repeats,
+    )
     return [
         {
             "threads": torch.get_num_threads(),
             "width": width,
             "group": f"{group}" + (" (skae)" if group == skae_group else ""),
-            "rows_per_s": round(rows / _median(times[1:])),
-            "vs_skae": baseline / _median(times[1:]),
+            "rows_per_s": round(rows / median),
+            "vs_skae": seconds[skae_group] / median,
         }
-        for group, times in seconds.items()
+        for group, median in seconds.items()
     ]
 
 
