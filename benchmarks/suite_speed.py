@@ -22,7 +22,6 @@ and a transformed row ``2 d width`` (top-k selection counted as no work).
 from __future__ import annotations
 
 import copy
-import mmap
 import os
 import statistics
 import subprocess
@@ -607,9 +606,9 @@ def _output_buffer_rows(
         fill(torch.from_numpy(out))
         return out
 
-    def numpy_zeros_mapped() -> np.ndarray:  # a zero written into each page
+    def numpy_zeros_mapped() -> np.ndarray:
         out = np.zeros((n_rows, width), np.float32)
-        torch.from_numpy(out).view(-1)[:: mmap.PAGESIZE // 4].zero_()
+        skae._base._map_pages(out)
         fill(torch.from_numpy(out))
         return out
 
@@ -628,8 +627,8 @@ def _output_buffer_rows(
     ways = {
         "a (batch, width) matrix per batch, copied (before)": batch_matrices,
         "np.empty, zeroed, filled in place": empty_then_zero,
-        "np.zeros, filled in place (skae)": numpy_zeros,
-        "np.zeros, its pages mapped first from torch's threads, filled": (
+        "np.zeros, filled in place": numpy_zeros,
+        "np.zeros, its pages mapped first, filled in place (skae)": (
             numpy_zeros_mapped
         ),
         "torch.zeros, filled in place": torch_zeros,

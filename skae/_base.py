@@ -7,6 +7,7 @@ import hashlib
 import inspect
 import json
 import math
+import mmap
 import os
 import warnings
 from collections.abc import Iterable
@@ -308,6 +309,21 @@ def _solver_of(optimizer_state: dict) -> str:
     """The solver whose ``state_dict`` this is."""
     groups = optimizer_state.get("param_groups") or [{}]
     return "lbfgs" if "line_search_fn" in groups[0] else "adam"
+
+
+def _map_pages(array: np.ndarray) -> None:
+    """Have the kernel map every page of a fresh, zeroed ``array`` now, by
+    writing a zero into each from torch's threads.
+
+    A scattered fill (a few codes a row) otherwise takes the page faults
+    one by one, each batch on one thread, which costs most where other
+    allocations came between (``benchmarks/run.py --only transform``).
+    The array then holds all of its memory, as a dense result should,
+    even where a fill of very wide, very sparse rows would have left some
+    pages untouched.
+    """
+    step = max(1, mmap.PAGESIZE // array.itemsize)
+    torch.from_numpy(array.reshape(-1))[::step].zero_()
 
 
 def _output_dtype(dtype: np.dtype) -> type:
@@ -1368,6 +1384,8 @@ class BaseSparseAutoencoder(
         # its pages are written once, on first touch, rather than twice.
         out = (np.empty if fill is None else np.zeros)((X.shape[0], n_out), dtype)
         with self._inference_batches(X) as (module, batches):
+            if fill is not None:
+                _map_pages(out)
             start = 0
             for x in batches:
                 stop = start + x.shape[0]
