@@ -5,8 +5,6 @@ import torch
 
 from skae._engine import topk as topk_module
 from skae._engine.topk import (
-    _group_size,
-    largest_k,
     latent_counts,
     sparse_decode,
     topk_encode,
@@ -74,42 +72,6 @@ def test_codes_match_topk_relu(device, k):
     assert values.shape == indices.shape == (x.shape[0], k)
     expected = topk_relu(torch.addmm(b_enc, x, W_enc.T), k)
     assert torch.equal(dense_codes(values, indices, W_enc.shape[0]), expected)
-
-
-@pytest.mark.parametrize(
-    ("width", "k", "dtype"),
-    [
-        (256, 8, torch.float32),
-        (4096, 32, torch.float32),
-        (512, 16, torch.float64),
-        # Groups of groups: 16384 / 8 = 2048 maxima, themselves grouped.
-        (16384, 32, torch.float32),
-        # Three levels: 65536 / 8 / 8 = 1024 maxima of maxima, grouped again.
-        (65536, 4, torch.float32),
-    ],
-)
-def test_grouped_selection_matches_topk(width, k, dtype):
-    assert _group_size(width, k) > 1  # the grouped path is the one under test
-    pre = torch.randn(300, width, generator=torch.Generator().manual_seed(0))
-    pre = pre.to(dtype)
-    values, indices = largest_k(pre, k)
-    expected = torch.topk(pre, k, dim=1)
-    assert torch.equal(values.sort(dim=1).values, expected.values.sort(dim=1).values)
-    assert torch.equal(indices.sort(dim=1).values, expected.indices.sort(dim=1).values)
-    assert torch.equal(pre.gather(1, indices), values)
-
-
-@pytest.mark.parametrize("width", [256, 4096])  # one level of groups, two
-def test_grouped_selection_with_ties_keeps_k_largest(width):
-    # Integer pre-activations tie everywhere: any tie-break is a right answer
-    # as long as k distinct columns holding the k largest values come back.
-    generator = torch.Generator().manual_seed(1)
-    pre = torch.randint(0, 5, (200, width), generator=generator).float()
-    values, indices = largest_k(pre, 8)
-    expected = torch.topk(pre, 8, dim=1).values
-    assert torch.equal(values.sort(dim=1).values, expected.sort(dim=1).values)
-    assert torch.equal(pre.gather(1, indices), values)
-    assert all(len(set(row.tolist())) == 8 for row in indices)
 
 
 def test_chunked_encoding_matches_one_product(monkeypatch):
@@ -266,97 +228,6 @@ def test_omp_with_more_picks_than_dimensions_stays_finite_and_exact():
     assert torch.isfinite(codes).all()
     reconstruction = (codes.unsqueeze(2) * atoms[picked]).sum(dim=1)
     torch.testing.assert_close(reconstruction, x, rtol=0, atol=1e-5)
-
-
-# Rows that break selections: every value equal, all negative, a few huge
-# values among tiny ones, float extremes, and ties at the k-th place.
-ADVERSARIAL_ROWS = {
-    "all equal": lambda g, w: torch.full((w,), 0.5),
-    "all negative": lambda g, w: -torch.rand(w, generator=g) - 1,
-    "huge among tiny": lambda g, w: (
-        torch.randn(w, generator=g) * 1e-30 + (torch.rand(w, generator=g) < 0.01) * 1e30
-    ),
-    "float extremes": lambda g, w: torch.tensor([3.3e38, -3.3e38, 1e-38, -1e-38, 0.0])[
-        torch.randint(0, 5, (w,), generator=g)
-    ],
-    "ties at the k-th place": lambda g, w: torch.randint(
-        0, 3, (w,), generator=g
-    ).float(),
-    "one spike": lambda g, w: torch.zeros(w).index_fill_(
-        0, torch.randint(0, w, (1,), generator=g), 1.0
-    ),
-}
-
-
-def kept_set_matches_topk(pre, k):
-    """The selection keeps k distinct columns whose values are the k
-    largest, as torch.topk's are (ties may pick other columns)."""
-    values, indices = largest_k(pre, k)
-    expected = torch.topk(pre, k, dim=1).values
-    assert torch.equal(values.sort(dim=1).values, expected.sort(dim=1).values)
-    assert torch.equal(pre.gather(1, indices), values)
-    assert all(len(set(row.tolist())) == k for row in indices)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
-@pytest.mark.parametrize("width", [256, 4096, 32768])
-def test_selection_keeps_the_k_largest_on_adversarial_rows(width, dtype):
-    generator = torch.Generator().manual_seed(width)
-    rows = [make(generator, width) for make in ADVERSARIAL_ROWS.values()]
-    pre = torch.stack([*rows, *(torch.randn(16, width, generator=generator))])
-    pre = pre.to(dtype)
-    assert torch.isfinite(pre).all()
-    for k in (1, 8, 32):
-        kept_set_matches_topk(pre, k)
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_selection_matches_topk_on_drawn_rows(dtype):
-    """Property: on any finite rows of any width and k, the same kept set."""
-    from hypothesis import given
-    from hypothesis import strategies as st
-    from hypothesis.extra.numpy import arrays
-
-    @given(
-        st.integers(1, 40).flatmap(
-            lambda k: st.tuples(
-                st.just(k),
-                st.sampled_from([32, 64, 256, 1024])
-                .filter(lambda w: w >= k)
-                .flatmap(
-                    lambda w: arrays(
-                        "float32",
-                        (3, w),
-                        elements=st.one_of(
-                            st.floats(-1e6, 1e6, width=32),
-                            st.sampled_from([0.0, 1.0, -1.0]),
-                        ),
-                    )
-                ),
-            )
-        )
-    )
-    def check(case):
-        k, rows = case
-        kept_set_matches_topk(torch.from_numpy(rows).to(dtype), k)
-
-    check()
-
-
-def test_the_cpu_selects_in_groups_never_over_a_whole_row(monkeypatch):
-    """On the CPU, no torch.topk runs over a row as long as the width: the
-    grouped selection is the one that runs, and it is the fast one."""
-    lengths = []
-    original = torch.topk
-
-    def topk(input, *args, **kwargs):
-        lengths.append(input.shape[-1])
-        return original(input, *args, **kwargs)
-
-    monkeypatch.setattr(torch, "topk", topk)
-    pre = torch.randn(64, 4096, generator=torch.Generator().manual_seed(0))
-    largest_k(pre, 32)
-    assert lengths and max(lengths) <= 4096 // 8  # the group maxima
 
 
 def test_the_cpu_encodes_a_chunk_of_rows_at_a_time_into_one_buffer(monkeypatch):

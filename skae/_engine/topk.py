@@ -12,7 +12,13 @@ package goes through :func:`largest_k`, so that all paths break ties alike.
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
+from functools import cache
+from itertools import pairwise
 from typing import NamedTuple
 
 import torch
@@ -23,7 +29,7 @@ from .precision import product, product_dtype
 
 
 def _group_size(width: int, k: int) -> int:
-    """Columns per group in :func:`largest_k` on the CPU; 1 for a plain topk.
+    """Columns per group in :func:`_grouped_largest_k`; 1 for a plain topk.
 
     Grouping pays once there are many more groups than ``k`` (the candidates
     it leaves are ``8k``); ``benchmarks/run.py --only kernels`` measures
@@ -32,31 +38,137 @@ def _group_size(width: int, k: int) -> int:
     return 8 if width % 8 == 0 and width >= 32 * k else 1
 
 
+def _compiled_group_size(width: int, k: int) -> int:
+    """Columns per strided group of the compiled selection: the largest power
+    of two up to 32 that leaves ``8k`` groups or more (``benchmarks/run.py
+    --only kernels`` measures the others)."""
+    size = 1
+    while size < 32 and width // (2 * size) >= 8 * k:
+        size *= 2
+    return size
+
+
 def largest_k(pre: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """The ``k`` largest entries of each row of ``pre`` and their columns,
     each (rows, k), in no particular order.
 
-    On the CPU, two small selections replace one wide one. The columns are
-    split into groups ``j, j + G, j + 2G, ...``; the ``k`` largest entries of
-    a row all lie in the ``k`` groups with the largest maxima (a column of any
-    other group has ``k`` group maxima at least as large), so a topk over the
-    group maxima, then over those groups' columns, picks the same entries as a
-    topk over the row. ``torch.topk`` spends most of its CPU time on long
-    rows; these are ``G`` and ``8k`` long, and the group maxima are selected
-    from the same way while they are many. Ties may be broken differently
-    than by one ``torch.topk``.
+    On the CPU, float32 and bfloat16 rows go to the compiled selection of
+    :mod:`skae._engine.compiled`, which reads each row once and then only a
+    few candidates; other dtypes to :func:`_grouped_largest_k`, and a GPU to
+    ``torch.topk``. All keep the same set of entries as ``torch.topk``, a
+    NaN ranked above every number, though ties may be broken differently.
+    """
+    if pre.device.type != "cpu":
+        return torch.topk(pre, k, dim=1, sorted=False)
+    if pre.dtype in (torch.float32, torch.bfloat16) and k < pre.shape[1]:
+        compiled = _compiled_kernels()
+        if compiled is not None:
+            return _compiled_largest_k(compiled, pre, k)
+    return _grouped_largest_k(pre, k)
+
+
+def _grouped_largest_k(pre: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """:func:`largest_k` with torch's operators: two small selections replace
+    one wide one.
+
+    The columns are split into groups ``j, j + G, j + 2G, ...``; the ``k``
+    largest entries of a row all lie in the ``k`` groups with the largest
+    maxima (a column of any other group has ``k`` group maxima at least as
+    large), so a topk over the group maxima, then over those groups'
+    columns, picks the same entries as a topk over the row. ``torch.topk``
+    spends most of its CPU time on long rows; these are ``G`` and ``8k``
+    long, and the group maxima are selected from the same way while they are
+    many.
     """
     group = _group_size(pre.shape[1], k)
-    if group == 1 or pre.device.type != "cpu":
+    if group == 1:
         return torch.topk(pre, k, dim=1, sorted=False)
     n_rows, width = pre.shape
     n_groups = width // group
     maxima = pre.view(n_rows, group, n_groups).amax(dim=1)
-    top_groups = largest_k(maxima, k)[1]
+    top_groups = _grouped_largest_k(maxima, k)[1]
     offsets = torch.arange(0, width, n_groups, device=pre.device)
     columns = (top_groups[:, None, :] + offsets[None, :, None]).view(n_rows, -1)
     values, picked = torch.topk(pre.gather(1, columns), k, dim=1, sorted=False)
     return values, columns.gather(1, picked)
+
+
+@cache
+def _compiled_kernels():
+    """:mod:`skae._engine.compiled`, imported on first use (numba takes a
+    moment to load), or None with a warning where numba cannot load."""
+    try:
+        from . import compiled
+    except ImportError as error:
+        warnings.warn(
+            f"skae's compiled top-k selection is unavailable ({error}); "
+            "selecting with torch's operators instead, which is slower. "
+            "Install numba to restore it.",
+            UserWarning,
+            stacklevel=4,
+        )
+        return None
+    return compiled
+
+
+#: Rows below which a share of the compiled selection is not worth a thread.
+ROWS_PER_THREAD = 64
+_pool: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _threads() -> ThreadPoolExecutor:
+    """This process's pool of selection threads (a forked child makes its own)."""
+    global _pool
+    if _pool is None or _pool[0] != os.getpid():
+        workers = max(1, (os.cpu_count() or 1) - 1)
+        _pool = (os.getpid(), ThreadPoolExecutor(workers, "skae-select"))
+    return _pool[1]
+
+
+def _share_rows(kernel: Callable, args: tuple, n_rows: int) -> None:
+    """``kernel(*args, start, stop)`` over ``range(n_rows)`` in contiguous
+    shares, one per torch thread, the caller's thread taking the first: the
+    kernel releases the GIL, so the shares run at once."""
+    n_threads = max(1, min(torch.get_num_threads(), n_rows // ROWS_PER_THREAD))
+    bounds = [n_rows * i // n_threads for i in range(n_threads + 1)]
+    pool = _threads() if n_threads > 1 else None
+    futures = [
+        pool.submit(kernel, *args, start, stop) for start, stop in pairwise(bounds[1:])
+    ]
+    try:
+        kernel(*args, bounds[0], bounds[1])
+    finally:
+        wait_for(futures)  # they write into the caller's arrays
+    for future in futures:
+        future.result()  # raises what a share raised
+
+
+def _compiled_largest_k(compiled, pre: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """:func:`largest_k` through the compiled selection, its rows shared
+    among torch's threads; rows that hold a NaN go to ``torch.topk``."""
+    rows = pre.detach().contiguous()
+    n_rows, width = rows.shape
+    values = rows.new_empty(n_rows, k)
+    indices = torch.empty(n_rows, k, dtype=torch.long)
+    has_nan = torch.empty(n_rows, dtype=torch.bool)
+    # bfloat16 crosses to numba, which has no such type, as its bits.
+    as_numpy = (
+        (lambda t: t.view(torch.int16).numpy())
+        if rows.dtype == torch.bfloat16
+        else (lambda t: t.numpy())
+    )
+    arrays = (as_numpy(rows), _compiled_group_size(width, k), k, as_numpy(values))
+    _share_rows(
+        compiled.select_rows, (*arrays, indices.numpy(), has_nan.numpy()), n_rows
+    )
+    if has_nan.any():
+        nan_rows = has_nan.nonzero().squeeze(1)
+        values[nan_rows], indices[nan_rows] = torch.topk(
+            rows[nan_rows], k, dim=1, sorted=False
+        )
+    if pre.requires_grad and torch.is_grad_enabled():
+        values = pre.gather(1, indices)
+    return values, indices
 
 
 def topk_relu(pre: Tensor, k: int) -> Tensor:
