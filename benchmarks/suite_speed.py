@@ -729,21 +729,37 @@ def transform_speed(*, quick: bool) -> tuple[str, object]:
 # ------------------------------------------------------------------ kernels
 
 
+def _timed_ways(ways: dict[str, Callable[[], object]], repeats: int) -> dict:
+    """Median seconds of each of ``ways`` (label: callable), interleaved; the
+    first round of calls warms up and is left out."""
+    seconds = {label: [] for label in ways}
+    for _ in range(repeats + 1):
+        for label, way in ways.items():
+            seconds[label].append(_seconds(way, torch.device("cpu")))
+    return {label: _median(times[1:]) for label, times in seconds.items()}
+
+
+def _with_setting(name: str, value, run: Callable[[], object]) -> Callable[[], object]:
+    """``run`` with ``skae._engine.topk.<name>`` set to ``value`` meanwhile."""
+
+    def with_setting() -> object:
+        default = getattr(topk_module, name)
+        setattr(topk_module, name, value)
+        try:
+            return run()
+        finally:
+            setattr(topk_module, name, default)
+
+    return with_setting
+
+
 def _timed_settings(
     name: str, settings: dict, run: Callable[[], object], repeats: int
 ) -> dict:
     """Median seconds of ``run`` with ``skae._engine.topk.<name>`` set to each
-    of ``settings`` (label: value) in turn, interleaved; the first round of
-    calls warms up and is left out."""
-    default = getattr(topk_module, name)
-    seconds = {label: [] for label in settings}
-    try:
-        for label in [*settings] * (repeats + 1):
-            setattr(topk_module, name, settings[label])
-            seconds[label].append(_seconds(run, torch.device("cpu")))
-    finally:
-        setattr(topk_module, name, default)
-    return {label: _median(times[1:]) for label, times in seconds.items()}
+    of ``settings`` (label: value) in turn, interleaved."""
+    ways = {label: _with_setting(name, value, run) for label, value in settings.items()}
+    return _timed_ways(ways, repeats)
 
 
 def _chunk_rows(
@@ -777,45 +793,44 @@ def _chunk_rows(
     ]
 
 
-def _selection_rows(width: int, groups: list[int], repeats: int) -> list[dict]:
-    """Rows/s of the CPU's selection (:func:`largest_k`, ``K`` of ``width``)
-    by the columns per group at every level, interleaved, with the current
-    threads; 1 is one ``torch.topk`` over the row."""
+def _selection_rows(
+    width: int, dtype: torch.dtype, groups: list[int], repeats: int
+) -> list[dict]:
+    """Rows/s of the CPU's selection (``K`` of ``width``): ``torch.topk``,
+    torch's grouped selection, and the compiled kernel by the columns per
+    strided group, interleaved, with the current threads."""
     rows = CHUNK_ROWS_FOR_SELECTION
-    pre = torch.randn(rows, width, generator=torch.Generator().manual_seed(0))
-    skae_group = topk_module._group_size(width, K)
-    seconds = _timed_settings(
-        "_group_size",
-        {group: _forced_group(group) for group in groups},
-        lambda: topk_module.largest_k(pre, K),
-        repeats,
-    )
+    generator = torch.Generator().manual_seed(0)
+    pre = torch.randn(rows, width, generator=generator).to(dtype)
+    skae_group = topk_module._compiled_group_size(width, K)
+    compiled = f"compiled, groups of {skae_group} (skae)"
+    ways = {
+        "torch.topk": lambda: torch.topk(pre, K, dim=1, sorted=False),
+        "torch, grouped by 8": lambda: topk_module._grouped_largest_k(pre, K),
+    }
+    for group in groups:
+        label = compiled if group == skae_group else f"compiled, groups of {group}"
+        ways[label] = _with_setting(
+            "_compiled_group_size",
+            lambda width, k, group=group: group,
+            lambda: topk_module.largest_k(pre, K),
+        )
+    seconds = _timed_ways(ways, repeats)
     return [
         {
             "threads": torch.get_num_threads(),
+            "dtype": str(dtype).removeprefix("torch."),
             "width": width,
-            "group": f"{group}" + (" (skae)" if group == skae_group else ""),
+            "selection": label,
             "rows_per_s": round(rows / median),
-            "vs_skae": seconds[skae_group] / median,
+            "vs_skae": seconds[compiled] / median,
         }
-        for group, median in seconds.items()
+        for label, median in seconds.items()
     ]
 
 
 #: Rows of pre-activations each timing of :func:`_selection_rows` selects from.
 CHUNK_ROWS_FOR_SELECTION = 1024
-
-
-def _forced_group(group: int) -> Callable[[int, int], int]:
-    """A ``_group_size`` that groups by ``group`` wherever skae's rule groups."""
-
-    def group_size(width: int, k: int) -> int:
-        if group == 1:
-            return 1
-        grouped = width % group == 0 and width >= 32 * k
-        return group if grouped else 1
-
-    return group_size
 
 
 def _decoder_grad_rows(d: int, width: int, batch_size: int, repeats: int) -> list[dict]:
@@ -861,8 +876,8 @@ def _decoder_grad_rows(d: int, width: int, batch_size: int, repeats: int) -> lis
 
 def kernels(*, quick: bool) -> tuple[str, object]:
     """The CPU choices of ``skae._engine.topk``, measured side by side: the
-    rows of a chunk of the encoder's product, and how the decoder's weights
-    get their gradient."""
+    rows of a chunk of the encoder's product, the selection, and how the
+    decoder's weights get their gradient."""
     repeats = 5 if quick else 15
     d = N_FEATURES
     widths = (4096, 16_384) if quick else (4096, 16_384, 32_768)
@@ -875,7 +890,10 @@ def kernels(*, quick: bool) -> tuple[str, object]:
             for width in widths:
                 for batch_size in (1024, 4096):
                     chunks.extend(_chunk_rows(d, width, batch_size, sizes, repeats))
-                selections.extend(_selection_rows(width, [1, 4, 8, 16], repeats))
+                for dtype in (torch.float32, torch.bfloat16):
+                    selections.extend(
+                        _selection_rows(width, dtype, [4, 8, 16, 32, 64], repeats)
+                    )
             grads.extend(_decoder_grad_rows(d, WIDTH, 4096, repeats))
     report = (
         f"d={d}, k={K}, Gaussian float32 rows; medians of {repeats} interleaved "
@@ -886,10 +904,11 @@ def kernels(*, quick: bool) -> tuple[str, object]:
         "of `CHUNK_ELEMENTS`; a batch no larger than a chunk is one product. "
         "`vs_skae` is the speed against skae's setting (above 1: faster).\n\n"
         + markdown(chunks)
-        + f"\n\nThe selection alone (`largest_k`, {K} of `width` on "
-        f"{CHUNK_ROWS_FOR_SELECTION} rows of Gaussian pre-activations) by the "
-        "columns per group at each level of its grouping (1: one `torch.topk` "
-        "over the row); `vs_skae` as above.\n\n"
+        + f"\n\nThe selection alone ({K} of `width` on "
+        f"{CHUNK_ROWS_FOR_SELECTION} rows of Gaussian pre-activations): one "
+        "`torch.topk` over each row, torch's grouped selection (the fallback "
+        "without numba) and the compiled kernel of `largest_k` by the columns "
+        "in each of its strided groups; `vs_skae` as above.\n\n"
         + markdown(selections)
         + f"\n\nThe decoder's forward and the backward to its weights "
         f"(width {WIDTH}), through `embedding_bag`'s own backward or through "
