@@ -533,7 +533,9 @@ def _transform_rows(
             sparse_output=True, precision="bfloat16"
         ),
     }
-    for _ in range(repeats):
+    for repeat in range(repeats + 1):
+        if repeat == 1:  # the first round warms up and is left out
+            figures = {name: [] for name in figures}
         figures["rate"].append(matmul_rate(batch_size, d, width, device=cpu))
         figures["bf16 rate"].append(
             matmul_rate(batch_size, d, width, device=cpu, dtype=torch.bfloat16)
@@ -678,7 +680,8 @@ def transform_speed(*, quick: bool) -> tuple[str, object]:
     methods = _transform_methods(width, k)
     buffers = _output_buffer_rows(n_rows, width, k, batch_size, repeats)
     report = (
-        f"d={d}, float32 input, medians of {repeats} runs at skae's thread "
+        f"d={d}, float32 input, medians of {repeats} runs after one that warms "
+        f"up, at skae's thread "
         f"budget ({threads}) and at 1 thread (`threadpool_limits(1)`); load "
         f"average {load_before} before, {_load()} after. PCA keeps k={k} "
         f"components, the same L0 as the SAE's codes (it cannot have {width}). "
