@@ -105,6 +105,18 @@ def test_float64_selection_matches_topk(width, k):
     assert torch.equal(pre.gather(1, indices), values)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_columns_past_the_last_whole_group_are_selected(implementation, dtype):
+    """A width that groups do not divide leaves a ragged end of columns
+    outside every group; entries there are kept when they are the largest."""
+    width, k = 4099, 32
+    assert width % _compiled_group_size(width, k) == 3
+    pre = gaussian(50, width)
+    pre[:, -3:] += 10  # the ragged end holds each row's three largest
+    pre[::2, -1] = -10  # or, every other row, two of them
+    kept_set_matches_topk(pre.to(dtype), k)
+
+
 @pytest.mark.parametrize("width", [256, 4096])
 def test_selection_with_ties_keeps_k_largest(implementation, width):
     # Integer pre-activations tie everywhere: any tie-break is a right answer
