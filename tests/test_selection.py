@@ -34,7 +34,7 @@ def implementation(request, monkeypatch):
     """Each CPU selection in turn: the compiled kernel, then torch's grouped
     selection that stands in where numba cannot load."""
     if request.param == "torch":
-        monkeypatch.setattr(topk_module, "_compiled_kernels", lambda: None)
+        monkeypatch.setattr(topk_module, "_compiled_kernels", lambda dtype: None)
     return request.param
 
 
@@ -301,7 +301,29 @@ def test_without_numba_the_selection_warns_and_falls_back(monkeypatch):
     monkeypatch.setitem(sys.modules, "skae._engine.compiled", None)
     monkeypatch.delattr(skae._engine, "compiled")
     with pytest.warns(UserWarning, match="compiled top-k selection is unavailable"):
-        assert topk_module._compiled_kernels.__wrapped__() is None
+        assert topk_module._compiled_kernels.__wrapped__(torch.float32) is None
+
+
+def test_a_kernel_that_fails_to_compile_or_cache_falls_back(monkeypatch):
+    # numba raises at the first call where it cannot compile (an older
+    # release) or at import where no folder takes its cache.
+    def fails(*args):
+        raise RuntimeError("cannot cache function: no locator available")
+
+    monkeypatch.setattr(compiled, "select_rows", fails)
+    with pytest.warns(UserWarning, match="NUMBA_CACHE_DIR") as caught:
+        assert topk_module._compiled_kernels.__wrapped__(torch.bfloat16) is None
+    assert "no locator available" in str(caught[0].message)
+
+
+def test_a_kernel_that_keeps_other_entries_is_not_used(monkeypatch):
+    def wrong(pre, group_size, k, values, indices, has_nan, start, stop):
+        indices[start:stop] = np.arange(k)  # the first k columns
+        has_nan[start:stop] = False
+
+    monkeypatch.setattr(compiled, "select_rows", wrong)
+    with pytest.warns(UserWarning, match="kept other entries than torch.topk"):
+        assert topk_module._compiled_kernels.__wrapped__(torch.float32) is None
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

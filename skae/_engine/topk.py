@@ -61,7 +61,7 @@ def largest_k(pre: Tensor, k: int) -> tuple[Tensor, Tensor]:
     if pre.device.type != "cpu":
         return torch.topk(pre, k, dim=1, sorted=False)
     if pre.dtype in (torch.float32, torch.bfloat16) and k < pre.shape[1]:
-        compiled = _compiled_kernels()
+        compiled = _compiled_kernels(pre.dtype)
         if compiled is not None:
             return _compiled_largest_k(compiled, pre, k)
     return _grouped_largest_k(pre, k)
@@ -94,16 +94,35 @@ def _grouped_largest_k(pre: Tensor, k: int) -> tuple[Tensor, Tensor]:
 
 
 @cache
-def _compiled_kernels():
+def _compiled_kernels(dtype: torch.dtype):
     """:mod:`skae._engine.compiled`, imported on first use (numba takes a
-    moment to load), or None with a warning where numba cannot load."""
+    moment to load) and its kernel for ``dtype`` compiled and checked
+    against ``torch.topk`` on a few rows; or None, with a warning, where numba
+    cannot load, compile or cache it, so that torch's operators select."""
     try:
         from . import compiled
-    except ImportError as error:
+
+        # Distinct integers, exact in bfloat16 too: one right answer.
+        generator = torch.Generator().manual_seed(0)
+        rows = torch.stack([torch.randperm(256, generator=generator) for _ in range(4)])
+        rows = (rows - 128).to(dtype)
+        values, indices = _compiled_largest_k(compiled, rows, 5)
+        expected = torch.topk(rows, 5, dim=1)
+        kept = indices.sort(dim=1).values
+        if not (
+            torch.equal(kept, expected.indices.sort(dim=1).values)
+            and torch.equal(rows.gather(1, indices), values)
+        ):
+            raise RuntimeError("it kept other entries than torch.topk")
+    # Whatever the failure (no numba, a release that cannot compile the
+    # kernel, no folder for its cache), torch's selection stands in.
+    except Exception as error:
         warnings.warn(
-            f"skae's compiled top-k selection is unavailable ({error}); "
-            "selecting with torch's operators instead, which is slower. "
-            "Install numba to restore it.",
+            f"skae's compiled top-k selection is unavailable for {dtype} "
+            f"({type(error).__name__}: {error}); selecting with torch's "
+            "operators instead, which keep the same entries more slowly. Where "
+            "numba cannot write its cache, set NUMBA_CACHE_DIR to a writable "
+            "folder.",
             UserWarning,
             stacklevel=4,
         )
