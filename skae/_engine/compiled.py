@@ -115,21 +115,24 @@ def _kth_key(keys, m, k, spare, hist):
 
 
 @njit
-def _pick(
-    row,
-    shift,
-    k,
-    group_keys,
-    group_size,
-    keys,
-    spare,
-    columns,
-    hist,
-    out_values,
-    out_indices,
-):
+def _scratch(width, n_groups):
+    """Per-thread buffers of :func:`_pick`: group keys, candidate keys and
+    their spare (radix selection works in both), columns, histogram."""
+    return (
+        np.empty(n_groups, np.uint32),
+        np.empty(2 * width, np.uint32),
+        np.empty(2 * width, np.uint32),
+        np.empty(width, np.int64),
+        np.empty(2**_HISTOGRAM_BITS + 1, np.int64),
+    )
+
+
+@njit
+def _pick(row, shift, k, group_size, scratch, out_values, out_indices):
     """Select the ``k`` largest of ``row`` (a float's bits per entry), given
-    the keys of its strided groups' maxima; write their bits and columns."""
+    the keys of its strided groups' maxima (``scratch[0]``); write their bits
+    and columns."""
+    group_keys, keys, spare, columns, hist = scratch
     width = row.shape[0]
     n_groups = group_keys.shape[0]
     grouped = n_groups * group_size
@@ -167,11 +170,8 @@ def _select_float32(pre, group_size, k, values, indices, has_nan, start, stop):
     width = pre.shape[1]
     n_groups = width // group_size
     maxima = np.empty(n_groups, np.float32)
-    group_keys = np.empty(n_groups, np.uint32)
-    keys = np.empty(2 * width, np.uint32)
-    spare = np.empty(2 * width, np.uint32)
-    columns = np.empty(width, np.int64)
-    hist = np.empty(2**_HISTOGRAM_BITS + 1, np.int64)
+    scratch = _scratch(width, n_groups)
+    group_keys = scratch[0]
     bits = pre.view(np.int32)
     value_bits = values.view(np.int32)
     for r in range(start, stop):
@@ -191,19 +191,7 @@ def _select_float32(pre, group_size, k, values, indices, has_nan, start, stop):
         maxima_bits = maxima.view(np.int32)
         for c in range(n_groups):
             group_keys[c] = _key(maxima_bits[c], 0)
-        _pick(
-            bits[r],
-            0,
-            k,
-            group_keys,
-            group_size,
-            keys,
-            spare,
-            columns,
-            hist,
-            value_bits[r],
-            indices[r],
-        )
+        _pick(bits[r], 0, k, group_size, scratch, value_bits[r], indices[r])
 
 
 @njit(nogil=True, cache=True, boundscheck=False)
@@ -212,11 +200,8 @@ def _select_bfloat16(bits, group_size, k, values, indices, has_nan, start, stop)
     n_groups = width // group_size
     highest = np.empty(n_groups, np.int32)
     lowest = np.empty(n_groups, np.int32)
-    group_keys = np.empty(n_groups, np.uint32)
-    keys = np.empty(2 * width, np.uint32)
-    spare = np.empty(2 * width, np.uint32)
-    columns = np.empty(width, np.int64)
-    hist = np.empty(2**_HISTOGRAM_BITS + 1, np.int64)
+    scratch = _scratch(width, n_groups)
+    group_keys = scratch[0]
     for r in range(start, stop):
         row = bits[r]
         for c in range(n_groups):
@@ -237,19 +222,7 @@ def _select_bfloat16(bits, group_size, k, values, indices, has_nan, start, stop)
             continue
         for c in range(n_groups):
             group_keys[c] = np.uint32(highest[c] ^ _SIGN)
-        _pick(
-            row,
-            16,
-            k,
-            group_keys,
-            group_size,
-            keys,
-            spare,
-            columns,
-            hist,
-            values[r],
-            indices[r],
-        )
+        _pick(row, 16, k, group_size, scratch, values[r], indices[r])
 
 
 def select_rows(
