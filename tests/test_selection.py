@@ -29,6 +29,15 @@ def torch_threads():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def compiled_kernels():
+    """Both kernels loaded and checked before a test patches what their
+    first-use check calls; and loaded at all, so that the compiled side of
+    every test runs the kernel, not the fallback."""
+    for dtype in (torch.float32, torch.bfloat16):
+        assert topk_module._compiled_kernels(dtype) is compiled
+
+
 @pytest.fixture(params=["compiled", "torch"])
 def implementation(request, monkeypatch):
     """Each CPU selection in turn: the compiled kernel, then torch's grouped
