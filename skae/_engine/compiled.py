@@ -3,8 +3,10 @@
 ``torch.topk`` pays for every element of a row with a branch it cannot
 predict. Here a row costs one streaming pass, then work on a few candidates:
 
-1. The row's columns fall into ``G`` strided groups (``j, j + n, j + 2n,
-   ...``, ``n`` groups in all), whose maxima one vectorised pass finds.
+1. The row's columns fall into ``n`` strided groups of ``G`` columns
+   (group ``j`` holds ``j, j + n, j + 2n, ...``; a ragged end of fewer than
+   ``G`` columns stays outside and is always read), whose maxima one
+   vectorised pass finds.
 2. One histogram of the maxima gives a threshold ``T`` that at least ``k``
    of them reach, so the ``k`` largest entries of the row are all at least
    ``T`` and lie in groups whose maximum is. Only those groups are read
@@ -229,9 +231,9 @@ def select_rows(
     pre: np.ndarray,
     group_size: int,
     k: int,
-    values,
-    indices,
-    has_nan,
+    values: np.ndarray,
+    indices: np.ndarray,
+    has_nan: np.ndarray,
     start: int,
     stop: int,
 ) -> None:
