@@ -114,6 +114,15 @@ def test_float64_selection_matches_topk(width, k):
     assert torch.equal(pre.gather(1, indices), values)
 
 
+@pytest.mark.parametrize("k", [0, 300])
+def test_keeping_none_or_every_column(implementation, kernel_calls, k):
+    pre = gaussian(10, 300)
+    values, indices = largest_k(pre, k)
+    assert values.shape == indices.shape == (10, k)
+    assert torch.equal(values.sort(dim=1).values, pre.sort(dim=1).values[:, 300 - k :])
+    assert kernel_calls == []  # the kernel needs 0 < k < width
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_columns_past_the_last_whole_group_are_selected(implementation, dtype):
     """A width that groups do not divide leaves a ragged end of columns

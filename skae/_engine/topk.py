@@ -60,7 +60,8 @@ def largest_k(pre: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """
     if pre.device.type != "cpu":
         return torch.topk(pre, k, dim=1, sorted=False)
-    if pre.dtype in (torch.float32, torch.bfloat16) and k < pre.shape[1]:
+    # The kernel writes k entries a row unchecked: it needs 0 < k < width.
+    if pre.dtype in (torch.float32, torch.bfloat16) and 0 < k < pre.shape[1]:
         compiled = _compiled_kernels(pre.dtype)
         if compiled is not None:
             return _compiled_largest_k(compiled, pre, k)
